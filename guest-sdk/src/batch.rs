@@ -1,0 +1,145 @@
+//! Read access to an input batch, row by row, without copying its columns.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::abi::types::{Batch, Column, TextValues, Values};
+use crate::de::RowDeserializer;
+use crate::error::Error;
+
+/// An input batch with the lookups that turn its rows into typed records.
+pub struct BatchView<'a> {
+    batch: &'a Batch,
+    /// Column indices for the field list of the struct last deserialized,
+    /// keyed by the address of serde's `&'static [&'static str]` field list:
+    /// every row of one batch asks for the same fields, so the name lookup is
+    /// done once per batch, not once per record.
+    field_map: RefCell<Option<(usize, Rc<[Option<usize>]>)>>,
+}
+
+impl<'a> BatchView<'a> {
+    /// Wraps a batch.
+    pub fn new(batch: &'a Batch) -> Self {
+        Self {
+            batch,
+            field_map: RefCell::new(None),
+        }
+    }
+
+    /// The number of records.
+    pub fn rows(&self) -> usize {
+        self.batch.rows as usize
+    }
+
+    /// The batch itself.
+    pub fn batch(&self) -> &'a Batch {
+        self.batch
+    }
+
+    /// Deserializes record `row` into `T`.
+    ///
+    /// # Errors
+    /// When the record does not match `T`: a missing field, a wrong type.
+    pub fn record<T: serde::Deserialize<'a>>(&self, row: usize) -> Result<T, Error> {
+        T::deserialize(RowDeserializer { view: self, row })
+    }
+
+    /// The column index of each of `fields`, cached per field list.
+    pub(crate) fn columns_for(&self, fields: &'static [&'static str]) -> Rc<[Option<usize>]> {
+        let key = fields.as_ptr() as usize;
+        let mut cache = self.field_map.borrow_mut();
+        if let Some((cached, indices)) = cache.as_ref()
+            && *cached == key
+        {
+            return Rc::clone(indices);
+        }
+        let indices: Rc<[Option<usize>]> = fields
+            .iter()
+            .map(|f| self.batch.columns.iter().position(|c| c.name == *f))
+            .collect();
+        *cache = Some((key, Rc::clone(&indices)));
+        indices
+    }
+
+    pub(crate) fn column(&self, index: usize) -> &'a Column {
+        &self.batch.columns[index]
+    }
+}
+
+/// Whether row `row` of `column` holds a value.
+#[inline]
+pub(crate) fn is_valid(column: &Column, row: usize) -> bool {
+    match &column.validity {
+        None => true,
+        Some(bits) => bits
+            .get(row / 8)
+            .is_some_and(|byte| byte & (1 << (row % 8)) != 0),
+    }
+}
+
+/// Value `row` of a text column, or an error when the host sent bad offsets.
+#[inline]
+pub(crate) fn text(values: &TextValues, row: usize) -> Result<&str, Error> {
+    let start = values.offsets.get(row).copied().unwrap_or(0) as usize;
+    let end = values.offsets.get(row + 1).copied().unwrap_or(0) as usize;
+    let bytes = values
+        .bytes
+        .get(start..end)
+        .ok_or_else(|| Error::new(format!("text offsets out of range at row {row}")))?;
+    std::str::from_utf8(bytes).map_err(|e| Error::new(format!("invalid UTF-8 at row {row}: {e}")))
+}
+
+/// The rows `rows` of `batch`, in that order: the columnar `take` used to emit
+/// input records unchanged (filters).
+pub(crate) fn take(batch: &Batch, rows: &[u32]) -> Batch {
+    let columns = batch
+        .columns
+        .iter()
+        .map(|column| Column {
+            name: column.name.clone(),
+            values: take_values(&column.values, rows),
+            validity: column.validity.as_ref().map(|bits| {
+                let mut out = vec![0u8; rows.len().div_ceil(8)];
+                for (i, &row) in rows.iter().enumerate() {
+                    let row = row as usize;
+                    if bits.get(row / 8).is_some_and(|b| b & (1 << (row % 8)) != 0) {
+                        out[i / 8] |= 1 << (i % 8);
+                    }
+                }
+                out
+            }),
+        })
+        .collect();
+    Batch {
+        rows: rows.len() as u32,
+        columns,
+    }
+}
+
+fn take_values(values: &Values, rows: &[u32]) -> Values {
+    fn gather<T: Copy + Default>(src: &[T], rows: &[u32]) -> Vec<T> {
+        rows.iter()
+            .map(|&r| src.get(r as usize).copied().unwrap_or_default())
+            .collect()
+    }
+    fn gather_text(src: &TextValues, rows: &[u32]) -> TextValues {
+        let mut offsets = Vec::with_capacity(rows.len() + 1);
+        let mut bytes = Vec::new();
+        offsets.push(0);
+        for &r in rows {
+            let r = r as usize;
+            let start = src.offsets.get(r).copied().unwrap_or(0) as usize;
+            let end = src.offsets.get(r + 1).copied().unwrap_or(0) as usize;
+            bytes.extend_from_slice(src.bytes.get(start..end).unwrap_or_default());
+            offsets.push(bytes.len() as i32);
+        }
+        TextValues { offsets, bytes }
+    }
+    match values {
+        Values::Int64(v) => Values::Int64(gather(v, rows)),
+        Values::Float64(v) => Values::Float64(gather(v, rows)),
+        Values::Boolean(v) => Values::Boolean(gather(v, rows)),
+        Values::Utf8(t) => Values::Utf8(gather_text(t, rows)),
+        Values::Json(t) => Values::Json(gather_text(t, rows)),
+    }
+}

@@ -1,0 +1,277 @@
+//! serde `Deserializer`s over one row of a column batch.
+//!
+//! A row reads as a map from column name to value; a null reads as an absent
+//! field, so `Option` fields become `None` and required ones report
+//! "missing field". Text values are lent, not copied: `&str` fields borrow
+//! straight from the batch.
+
+use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
+use serde::forward_to_deserialize_any;
+use std::rc::Rc;
+
+use crate::abi::types::{Column, Values};
+use crate::batch::{BatchView, is_valid, text};
+use crate::error::Error;
+
+/// One record of a batch.
+pub(crate) struct RowDeserializer<'v, 'a> {
+    pub(crate) view: &'v BatchView<'a>,
+    pub(crate) row: usize,
+}
+
+impl<'de> de::Deserializer<'de> for RowDeserializer<'_, 'de> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        let columns = self.view.batch().columns.iter().enumerate();
+        visitor.visit_map(RowAccess {
+            view: self.view,
+            row: self.row,
+            fields: Fields::All(columns),
+            current: None,
+        })
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        let indices = self.view.columns_for(fields);
+        visitor.visit_map(RowAccess {
+            view: self.view,
+            row: self.row,
+            fields: Fields::Named {
+                names: fields,
+                indices,
+                next: 0,
+            },
+            current: None,
+        })
+    }
+
+    forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
+
+enum Fields<'a> {
+    /// The fields a struct asks for, with their column indices.
+    Named {
+        names: &'static [&'static str],
+        indices: Rc<[Option<usize>]>,
+        next: usize,
+    },
+    /// Every column (maps, `serde_json::Value`).
+    All(std::iter::Enumerate<std::slice::Iter<'a, Column>>),
+}
+
+struct RowAccess<'v, 'a> {
+    view: &'v BatchView<'a>,
+    row: usize,
+    fields: Fields<'a>,
+    current: Option<(&'a str, usize)>,
+}
+
+impl<'de> MapAccess<'de> for RowAccess<'_, 'de> {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        loop {
+            let (name, index): (&'de str, usize) = match &mut self.fields {
+                Fields::Named {
+                    names,
+                    indices,
+                    next,
+                } => {
+                    let Some(name) = names.get(*next) else {
+                        return Ok(None);
+                    };
+                    let index = indices[*next];
+                    *next += 1;
+                    match index {
+                        Some(index) => (name, index),
+                        None => continue,
+                    }
+                }
+                Fields::All(iter) => match iter.next() {
+                    Some((index, column)) => (column.name.as_str(), index),
+                    None => return Ok(None),
+                },
+            };
+            if !is_valid(self.view.column(index), self.row) {
+                continue;
+            }
+            self.current = Some((name, index));
+            return seed.deserialize(name.into_deserializer()).map(Some);
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        let (name, index) = self
+            .current
+            .take()
+            .ok_or_else(|| Error::new("value requested before its key"))?;
+        seed.deserialize(CellDeserializer {
+            column: self.view.column(index),
+            row: self.row,
+        })
+        .map_err(|e| e.in_field(name))
+    }
+}
+
+/// One non-null value of a column.
+pub(crate) struct CellDeserializer<'a> {
+    pub(crate) column: &'a Column,
+    pub(crate) row: usize,
+}
+
+impl<'a> CellDeserializer<'a> {
+    fn json(&self) -> Result<Option<&'a str>, Error> {
+        match &self.column.values {
+            Values::Json(t) => text(t, self.row).map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
+macro_rules! via_json_or_any {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            match self.json()? {
+                Some(doc) => Ok(de::Deserializer::$method(&mut serde_json::Deserializer::from_str(doc), visitor)?),
+                None => self.deserialize_any(visitor),
+            }
+        }
+    )*};
+}
+
+impl<'de> de::Deserializer<'de> for CellDeserializer<'de> {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        let row = self.row;
+        let missing = || {
+            Error::new(format!(
+                "column `{}` is shorter than the batch",
+                self.column.name
+            ))
+        };
+        match &self.column.values {
+            Values::Int64(v) => visitor.visit_i64(*v.get(row).ok_or_else(missing)?),
+            Values::Float64(v) => visitor.visit_f64(*v.get(row).ok_or_else(missing)?),
+            Values::Boolean(v) => visitor.visit_bool(*v.get(row).ok_or_else(missing)?),
+            Values::Utf8(t) => visitor.visit_borrowed_str(text(t, row)?),
+            Values::Json(t) => Ok(de::Deserializer::deserialize_any(
+                &mut serde_json::Deserializer::from_str(text(t, row)?),
+                visitor,
+            )?),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self.json()? {
+            Some(doc) => Ok(de::Deserializer::deserialize_option(
+                &mut serde_json::Deserializer::from_str(doc),
+                visitor,
+            )?),
+            None => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        match &self.column.values {
+            Values::Utf8(t) => visitor.visit_enum(text(t, self.row)?.into_deserializer()),
+            Values::Json(t) => Ok(de::Deserializer::deserialize_enum(
+                &mut serde_json::Deserializer::from_str(text(t, self.row)?),
+                name,
+                variants,
+                visitor,
+            )?),
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match &self.column.values {
+            Values::Utf8(t) => visitor.visit_borrowed_bytes(text(t, self.row)?.as_bytes()),
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_bytes(visitor)
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_unit()
+    }
+
+    via_json_or_any! {
+        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_f32
+        deserialize_f64 deserialize_char deserialize_str deserialize_string deserialize_unit
+        deserialize_seq deserialize_map deserialize_identifier
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.deserialize_unit(visitor)
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        match self.json()? {
+            Some(doc) => Ok(de::Deserializer::deserialize_struct(
+                &mut serde_json::Deserializer::from_str(doc),
+                name,
+                fields,
+                visitor,
+            )?),
+            None => self.deserialize_any(visitor),
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! The operator runtime: turns batch calls from the host into calls of the
+//! author's function, one record at a time, and collects what it emits.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::cell::RefCell;
+
+use crate::abi::types::{
+    Batch, Emitted, FiredTimer, KeyGroup, OperatorInfo, OperatorKind, Output, Rejected,
+    StateUpdate, TimerRequest,
+};
+use crate::batch::{BatchView, take};
+use crate::error::Error;
+use crate::keyed::{KeyState, Keyed};
+use crate::ser::BatchBuilder;
+
+/// The name of the main output.
+pub const MAIN_OUTPUT: &str = "out";
+
+/// An operator as the host sees it: batch in, batch out. The attribute macros
+/// implement it; hosts, tests and benchmarks call it (natively or in Wasm).
+pub trait Operator {
+    /// The operator's kind and state version.
+    fn info(&self) -> OperatorInfo;
+
+    /// Processes one batch; `groups` lists every key of a keyed operator.
+    ///
+    /// # Errors
+    /// Only when the whole batch cannot be processed (a record that fails is
+    /// reported in [`Output::rejected`] instead).
+    fn process(&mut self, input: &Batch, groups: Vec<KeyGroup>) -> Result<Output, String>;
+
+    /// Runs the timer function for fired timers.
+    ///
+    /// # Errors
+    /// When the operator has no timer function or it fails.
+    fn on_timer(
+        &mut self,
+        timers: Vec<FiredTimer>,
+        groups: Vec<KeyGroup>,
+    ) -> Result<Output, String> {
+        let _ = (timers, groups);
+        Err("this operator registers no timers".to_owned())
+    }
+
+    /// Converts a key's state from layout `from_version` to this version's.
+    ///
+    /// # Errors
+    /// When the operator declares no migration, or it fails for this state.
+    fn migrate(&mut self, from_version: u32, state: Vec<u8>) -> Result<Vec<u8>, String> {
+        let _ = state;
+        Err(format!(
+            "this version declares no migration from state version {from_version}"
+        ))
+    }
+}
+
+/// Collects the records an operator emits while it processes one input row.
+pub struct Emitter {
+    row: u32,
+    main: BatchBuilder,
+    main_origins: Vec<u32>,
+    /// Input rows emitted unchanged (filters): taken from the input columns.
+    kept: Vec<u32>,
+    sides: Vec<(String, BatchBuilder, Vec<u32>)>,
+}
+
+/// Lengths of everything emitted so far, to undo a failed record's outputs.
+struct Mark {
+    main: usize,
+    kept: usize,
+    sides: Vec<usize>,
+}
+
+impl Emitter {
+    fn new() -> Self {
+        Self {
+            row: 0,
+            main: BatchBuilder::default(),
+            main_origins: Vec::new(),
+            kept: Vec::new(),
+            sides: Vec::new(),
+        }
+    }
+
+    /// Emits a record to the main output.
+    ///
+    /// # Errors
+    /// When the record is not a struct or map.
+    pub fn emit<T: Serialize + ?Sized>(&mut self, record: &T) -> Result<(), Error> {
+        self.main.append(record)?;
+        self.main_origins.push(self.row);
+        Ok(())
+    }
+
+    /// Emits a record to a named output.
+    ///
+    /// # Errors
+    /// When the record is not a struct or map.
+    pub fn emit_to<T: Serialize + ?Sized>(
+        &mut self,
+        output: &str,
+        record: &T,
+    ) -> Result<(), Error> {
+        if output == MAIN_OUTPUT {
+            return self.emit(record);
+        }
+        let index = match self.sides.iter().position(|(name, ..)| name == output) {
+            Some(i) => i,
+            None => {
+                self.sides
+                    .push((output.to_owned(), BatchBuilder::default(), Vec::new()));
+                self.sides.len() - 1
+            }
+        };
+        let (_, builder, origins) = &mut self.sides[index];
+        builder.append(record)?;
+        origins.push(self.row);
+        Ok(())
+    }
+
+    /// Emits the current input record unchanged to the main output.
+    pub fn keep(&mut self) {
+        self.kept.push(self.row);
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            main: self.main.rows(),
+            kept: self.kept.len(),
+            sides: self.sides.iter().map(|(_, b, _)| b.rows()).collect(),
+        }
+    }
+
+    fn rollback(&mut self, mark: Mark) {
+        self.main.truncate(mark.main);
+        self.main_origins.truncate(mark.main);
+        self.kept.truncate(mark.kept);
+        for (i, (_, builder, origins)) in self.sides.iter_mut().enumerate() {
+            let keep = mark.sides.get(i).copied().unwrap_or(0);
+            builder.truncate(keep);
+            origins.truncate(keep);
+        }
+    }
+
+    fn finish(self, input: &Batch) -> Vec<Emitted> {
+        let mut emitted = Vec::with_capacity(1 + self.sides.len());
+        if !self.kept.is_empty() {
+            emitted.push(Emitted {
+                output: MAIN_OUTPUT.to_owned(),
+                batch: take(input, &self.kept),
+                origins: self.kept,
+            });
+        }
+        if self.main.rows() > 0 {
+            emitted.push(Emitted {
+                output: MAIN_OUTPUT.to_owned(),
+                batch: self.main.finish(),
+                origins: self.main_origins,
+            });
+        }
+        for (output, builder, origins) in self.sides {
+            if builder.rows() > 0 {
+                emitted.push(Emitted {
+                    output,
+                    batch: builder.finish(),
+                    origins,
+                });
+            }
+        }
+        emitted
+    }
+}
+
+/// What an operator function may return besides a single record: zero or
+/// more records, or an error that sends the input record to the dead letters.
+pub trait IntoRecords {
+    /// Emits the records to the main output.
+    ///
+    /// # Errors
+    /// An `Err` value, or a record that is not a struct or map.
+    fn emit_into(self, emitter: &mut Emitter) -> Result<(), Error>;
+}
+
+impl IntoRecords for () {
+    fn emit_into(self, _: &mut Emitter) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+impl<T: Serialize> IntoRecords for Option<T> {
+    fn emit_into(self, emitter: &mut Emitter) -> Result<(), Error> {
+        match self {
+            Some(record) => emitter.emit(&record),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<T: Serialize> IntoRecords for Vec<T> {
+    fn emit_into(self, emitter: &mut Emitter) -> Result<(), Error> {
+        self.iter().try_for_each(|record| emitter.emit(record))
+    }
+}
+
+impl<R: IntoRecords, E: std::fmt::Display> IntoRecords for Result<R, E> {
+    fn emit_into(self, emitter: &mut Emitter) -> Result<(), Error> {
+        match self {
+            Ok(records) => records.emit_into(emitter),
+            Err(e) => Err(Error::new(e.to_string())),
+        }
+    }
+}
+
+/// A stateless operator's per-record function, generated by the macros.
+pub trait RowFn: 'static {
+    /// Handles input row `row`, emitting through `emit`.
+    ///
+    /// # Errors
+    /// The record goes to the dead-letter output with this reason.
+    fn call(&mut self, view: &BatchView<'_>, row: usize, emit: &mut Emitter) -> Result<(), Error>;
+}
+
+/// Runs a [`RowFn`] over whole batches: map, filter, filter_map, flat_map.
+pub struct Stateless<F>(pub F);
+
+impl<F: RowFn> Operator for Stateless<F> {
+    fn info(&self) -> OperatorInfo {
+        OperatorInfo {
+            kind: OperatorKind::Stateless,
+            state_version: 0,
+        }
+    }
+
+    fn process(&mut self, input: &Batch, _groups: Vec<KeyGroup>) -> Result<Output, String> {
+        let view = BatchView::new(input);
+        let mut emitter = Emitter::new();
+        let mut rejected = Vec::new();
+        for row in 0..view.rows() {
+            emitter.row = row as u32;
+            let mark = emitter.mark();
+            if let Err(e) = self.0.call(&view, row, &mut emitter) {
+                emitter.rollback(mark);
+                rejected.push(Rejected {
+                    row: row as u32,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Ok(Output {
+            emitted: emitter.finish(input),
+            rejected,
+            state_updates: Vec::new(),
+            timers: Vec::new(),
+        })
+    }
+}
+
+/// A keyed process function, generated by the `keyed` macro.
+pub trait KeyedFn: 'static {
+    /// The per-key value state.
+    type State: Serialize + DeserializeOwned + Default;
+    /// The version of the state layout.
+    const STATE_VERSION: u32;
+
+    /// Handles input row `row` with its key's context.
+    ///
+    /// # Errors
+    /// The record goes to the dead-letter output with this reason.
+    fn call(
+        &mut self,
+        view: &BatchView<'_>,
+        row: usize,
+        ctx: &mut Keyed<'_, Self::State>,
+    ) -> Result<(), Error>;
+
+    /// Handles a fired timer (see [`Keyed::fired_timer`]).
+    ///
+    /// # Errors
+    /// The timer call fails with this reason.
+    fn on_timer(&mut self, ctx: &mut Keyed<'_, Self::State>) -> Result<(), Error> {
+        let _ = ctx;
+        Err(Error::new("this operator has no timer function"))
+    }
+
+    /// Converts a state of layout `from_version` to [`Self::State`] as JSON.
+    ///
+    /// # Errors
+    /// When no migration is declared or it fails.
+    fn migrate(&mut self, from_version: u32, state: &[u8]) -> Result<Vec<u8>, Error> {
+        let _ = state;
+        Err(Error::new(format!(
+            "this version declares no migration from state version {from_version}"
+        )))
+    }
+}
+
+/// Runs a [`KeyedFn`] over batches grouped by key.
+pub struct KeyedOp<F>(pub F);
+
+fn load_states<S: DeserializeOwned>(groups: &[KeyGroup]) -> Result<Vec<KeyState<S>>, String> {
+    groups
+        .iter()
+        .map(|g| {
+            let value = match &g.state {
+                Some(bytes) => Some(serde_json::from_slice(bytes).map_err(|e| {
+                    format!(
+                        "state of key `{}` does not match the state type: {e}",
+                        g.key
+                    )
+                })?),
+                None => None,
+            };
+            Ok(KeyState {
+                value,
+                dirty: false,
+            })
+        })
+        .collect()
+}
+
+fn state_updates<S: Serialize>(states: Vec<KeyState<S>>) -> Result<Vec<StateUpdate>, String> {
+    states
+        .into_iter()
+        .enumerate()
+        .filter(|(_, s)| s.dirty)
+        .map(|(group, s)| {
+            let state = match s.value {
+                Some(v) => Some(serde_json::to_vec(&v).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            Ok(StateUpdate {
+                group: group as u32,
+                state,
+            })
+        })
+        .collect()
+}
+
+impl<F: KeyedFn> Operator for KeyedOp<F> {
+    fn info(&self) -> OperatorInfo {
+        OperatorInfo {
+            kind: OperatorKind::Keyed,
+            state_version: F::STATE_VERSION,
+        }
+    }
+
+    fn process(&mut self, input: &Batch, groups: Vec<KeyGroup>) -> Result<Output, String> {
+        let view = BatchView::new(input);
+        let mut states = load_states::<F::State>(&groups)?;
+        // Rows are processed in arrival order, switching key context per row,
+        // so the output keeps the input's order, not just per-key order.
+        let mut row_group = vec![u32::MAX; view.rows()];
+        for (g, group) in groups.iter().enumerate() {
+            for &row in &group.rows {
+                if let Some(slot) = row_group.get_mut(row as usize) {
+                    *slot = g as u32;
+                }
+            }
+        }
+        let mut emitter = Emitter::new();
+        let mut rejected = Vec::new();
+        let mut timers: Vec<TimerRequest> = Vec::new();
+        for (row, &g) in row_group.iter().enumerate() {
+            let Some(group) = groups.get(g as usize) else {
+                continue;
+            };
+            emitter.row = row as u32;
+            let mark = emitter.mark();
+            let timers_before = timers.len();
+            let mut ctx = Keyed {
+                key: &group.key,
+                group: g,
+                state: &mut states[g as usize],
+                emitter: &mut emitter,
+                timers: &mut timers,
+                timer: None,
+            };
+            if let Err(e) = self.0.call(&view, row, &mut ctx) {
+                emitter.rollback(mark);
+                timers.truncate(timers_before);
+                rejected.push(Rejected {
+                    row: row as u32,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Ok(Output {
+            emitted: emitter.finish(input),
+            rejected,
+            state_updates: state_updates(states)?,
+            timers,
+        })
+    }
+
+    fn on_timer(
+        &mut self,
+        fired: Vec<FiredTimer>,
+        groups: Vec<KeyGroup>,
+    ) -> Result<Output, String> {
+        let mut states = load_states::<F::State>(&groups)?;
+        let mut emitter = Emitter::new();
+        emitter.row = u32::MAX;
+        let mut timers = Vec::new();
+        for timer in &fired {
+            let group = groups
+                .get(timer.group as usize)
+                .ok_or_else(|| format!("timer for unknown key group {}", timer.group))?;
+            let mut ctx = Keyed {
+                key: &group.key,
+                group: timer.group,
+                state: &mut states[timer.group as usize],
+                emitter: &mut emitter,
+                timers: &mut timers,
+                timer: Some((timer.domain, timer.time)),
+            };
+            self.0
+                .on_timer(&mut ctx)
+                .map_err(|e| format!("timer at {} for key `{}`: {e}", timer.time, group.key))?;
+        }
+        let empty = Batch {
+            rows: 0,
+            columns: Vec::new(),
+        };
+        Ok(Output {
+            emitted: emitter.finish(&empty),
+            rejected: Vec::new(),
+            state_updates: state_updates(states)?,
+            timers,
+        })
+    }
+
+    fn migrate(&mut self, from_version: u32, state: Vec<u8>) -> Result<Vec<u8>, String> {
+        if from_version == F::STATE_VERSION {
+            return Ok(state);
+        }
+        self.0
+            .migrate(from_version, &state)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Migrates one JSON state with a typed function `fn(Old) -> New`.
+///
+/// # Errors
+/// When the state is not an `Old`, or `New` does not serialize.
+pub fn migrate_with<Old: DeserializeOwned, New: Serialize>(
+    f: impl FnOnce(Old) -> New,
+    state: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let old: Old = serde_json::from_slice(state).map_err(|e| {
+        Error::new(format!(
+            "old state does not match the migration's input type: {e}"
+        ))
+    })?;
+    Ok(serde_json::to_vec(&f(old))?)
+}
+
+thread_local! {
+    static CONFIG: RefCell<String> = RefCell::new("{}".to_owned());
+    static OPERATOR: RefCell<Option<Box<dyn Operator>>> = const { RefCell::new(None) };
+}
+
+pub(crate) fn config<T: DeserializeOwned>() -> Result<T, Error> {
+    CONFIG.with_borrow(|c| {
+        serde_json::from_str(c).map_err(|e| Error::new(format!("invalid operator config: {e}")))
+    })
+}
+
+/// The functions behind the component's exports, called by the code the
+/// attribute macros generate. They keep the operator in a per-instance global.
+pub mod export_glue {
+    use super::*;
+
+    /// `init`: stores the config and creates the operator.
+    ///
+    /// # Errors
+    /// Never today; the signature leaves room for config validation.
+    pub fn init(config: String, make: fn() -> Box<dyn Operator>) -> Result<OperatorInfo, String> {
+        CONFIG.with_borrow_mut(|c| *c = config);
+        let operator = make();
+        let info = operator.info();
+        OPERATOR.with_borrow_mut(|o| *o = Some(operator));
+        Ok(info)
+    }
+
+    fn with<R>(f: impl FnOnce(&mut dyn Operator) -> Result<R, String>) -> Result<R, String> {
+        OPERATOR.with_borrow_mut(|o| match o {
+            Some(operator) => f(operator.as_mut()),
+            None => Err("the operator was called before `init`".to_owned()),
+        })
+    }
+
+    /// `process`.
+    ///
+    /// # Errors
+    /// See [`Operator::process`].
+    pub fn process(input: Batch, groups: Vec<KeyGroup>) -> Result<Output, String> {
+        with(|o| o.process(&input, groups))
+    }
+
+    /// `on-timer`.
+    ///
+    /// # Errors
+    /// See [`Operator::on_timer`].
+    pub fn on_timer(timers: Vec<FiredTimer>, groups: Vec<KeyGroup>) -> Result<Output, String> {
+        with(|o| o.on_timer(timers, groups))
+    }
+
+    /// `migrate`.
+    ///
+    /// # Errors
+    /// See [`Operator::migrate`].
+    pub fn migrate(from_version: u32, state: Vec<u8>) -> Result<Vec<u8>, String> {
+        with(|o| o.migrate(from_version, state))
+    }
+}
