@@ -1,0 +1,485 @@
+//! The pipeline file: sources → operators → sinks, in TOML.
+//!
+//! Every table refuses unknown keys, and every error names the file, the line
+//! and the field, so a typo never silently changes what a pipeline does.
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// A whole pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// A name for logs and `weir status`; defaults to the file's folder name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where records come from; several sources are merged.
+    #[serde(rename = "source", default)]
+    pub sources: Vec<SourceConfig>,
+    /// The operator chain, applied in order.
+    #[serde(rename = "operator", default)]
+    pub operators: Vec<OperatorConfig>,
+    /// Where records go.
+    #[serde(rename = "sink", default)]
+    pub sinks: Vec<SinkConfig>,
+    /// Where records that cannot be decoded or processed go.
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetterConfig>,
+    /// Records per batch handed to an operator (default 1024).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+}
+
+/// One source; the `type` key picks the kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A JSON Lines file: one JSON object per line.
+    Jsonl {
+        /// Name used in dead-letter entries (default: the type).
+        #[serde(default)]
+        name: Option<String>,
+        /// The file, relative to the pipeline file.
+        path: PathBuf,
+    },
+    /// A CSV file whose first line is the header.
+    Csv {
+        /// Name used in dead-letter entries (default: the type).
+        #[serde(default)]
+        name: Option<String>,
+        /// The file, relative to the pipeline file.
+        path: PathBuf,
+    },
+    /// Standard input, as JSON Lines or CSV.
+    Stdin {
+        /// Name used in dead-letter entries (default: the type).
+        #[serde(default)]
+        name: Option<String>,
+        /// `jsonl` (default) or `csv`.
+        #[serde(default)]
+        format: Format,
+    },
+    /// The built-in, seeded Nexmark event generator.
+    Nexmark {
+        /// Name used in dead-letter entries (default: the type).
+        #[serde(default)]
+        name: Option<String>,
+        /// Number of events (all three kinds together).
+        events: u64,
+        /// Seed of the deterministic generator (default 42).
+        #[serde(default = "nexmark_seed")]
+        seed: u64,
+        /// Events per second of event time (default 10,000).
+        #[serde(default = "nexmark_rate")]
+        rate: u64,
+    },
+}
+
+fn nexmark_seed() -> u64 {
+    42
+}
+
+fn nexmark_rate() -> u64 {
+    10_000
+}
+
+impl SourceConfig {
+    /// The `type` key of this kind.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceConfig::Jsonl { .. } => "jsonl",
+            SourceConfig::Csv { .. } => "csv",
+            SourceConfig::Stdin { .. } => "stdin",
+            SourceConfig::Nexmark { .. } => "nexmark",
+        }
+    }
+
+    /// The source's name (default: its type).
+    pub fn name(&self) -> String {
+        let name = match self {
+            SourceConfig::Jsonl { name, .. }
+            | SourceConfig::Csv { name, .. }
+            | SourceConfig::Stdin { name, .. }
+            | SourceConfig::Nexmark { name, .. } => name,
+        };
+        name.clone().unwrap_or_else(|| self.type_name().to_owned())
+    }
+}
+
+/// A text format of records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// JSON Lines.
+    #[default]
+    Jsonl,
+    /// CSV with a header line.
+    Csv,
+}
+
+/// One operator of the chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// The operator's id: names it in errors, state and deployments.
+    pub id: String,
+    /// A Rust guest crate (folder with `Cargo.toml`), built to a component on demand.
+    #[serde(rename = "crate", default)]
+    pub crate_path: Option<PathBuf>,
+    /// A component file (`.wasm`), used as is.
+    #[serde(default)]
+    pub module: Option<PathBuf>,
+    /// Partition records by this field: records with equal values go to the
+    /// same worker, in order, and a keyed operator sees that key's state.
+    #[serde(default)]
+    pub key_by: Option<String>,
+    /// Number of parallel workers, each with its own instance (default 1).
+    #[serde(default = "one")]
+    pub parallelism: usize,
+    /// Passed to the operator's `init` as a JSON object.
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+    /// Limits of each instance.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Resource limits of one operator instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory an instance may grow to, in MiB (default 256).
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: usize,
+    /// Longest a single call (one batch) may run, e.g. "2s" (default 2s).
+    #[serde(default = "default_call_timeout", with = "humantime_serde_compat")]
+    pub call_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_mib: default_memory_mib(),
+            call_timeout: default_call_timeout(),
+        }
+    }
+}
+
+fn default_memory_mib() -> usize {
+    256
+}
+
+fn default_call_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(2)
+}
+
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One sink; the `type` key picks the kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// A JSON Lines file (created, or truncated).
+    Jsonl {
+        /// What the sink receives (see [`SinkConfig::from`]).
+        #[serde(default)]
+        from: Option<String>,
+        /// The file, relative to the pipeline file.
+        path: PathBuf,
+    },
+    /// Standard output, as JSON Lines.
+    Stdout {
+        /// What the sink receives (see [`SinkConfig::from`]).
+        #[serde(default)]
+        from: Option<String>,
+    },
+    /// Discards records (benchmarks).
+    Blackhole {
+        /// What the sink receives (see [`SinkConfig::from`]).
+        #[serde(default)]
+        from: Option<String>,
+    },
+}
+
+impl SinkConfig {
+    /// What the sink receives: `"<operator>"` or `"<operator>.<output>"`;
+    /// `None` means the main output of the last operator (or the sources when
+    /// there is no operator).
+    pub fn from(&self) -> Option<&str> {
+        match self {
+            SinkConfig::Jsonl { from, .. }
+            | SinkConfig::Stdout { from }
+            | SinkConfig::Blackhole { from } => from.as_deref(),
+        }
+    }
+}
+
+/// Where bad records go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// A JSON Lines file, relative to the pipeline file; `-` is standard error.
+    pub path: PathBuf,
+}
+
+/// Where the operator's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleSource {
+    /// A Rust crate to build (its folder).
+    Crate(PathBuf),
+    /// A ready component file.
+    File(PathBuf),
+}
+
+impl OperatorConfig {
+    /// The component source, with paths resolved against `base`.
+    ///
+    /// # Errors
+    /// When neither or both of `crate` and `module` are given.
+    pub fn module_source(&self, base: &Path) -> Result<ModuleSource> {
+        match (&self.crate_path, &self.module) {
+            (Some(c), None) => Ok(ModuleSource::Crate(base.join(c))),
+            (None, Some(m)) => Ok(ModuleSource::File(base.join(m))),
+            (None, None) => bail!("operator `{}` needs `crate` or `module`", self.id),
+            (Some(_), Some(_)) => bail!(
+                "operator `{}` has both `crate` and `module`; give one",
+                self.id
+            ),
+        }
+    }
+}
+
+/// A pipeline file, read and checked, with the folder its paths are relative to.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// The folder relative paths are resolved against.
+    pub base_dir: PathBuf,
+    /// Its content.
+    pub config: PipelineConfig,
+}
+
+impl Pipeline {
+    /// Reads and checks a pipeline file.
+    ///
+    /// # Errors
+    /// When the file cannot be read, is not valid TOML, has unknown or missing
+    /// fields, or its parts do not fit together; the message names the file,
+    /// the line and the field.
+    pub fn load(file: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read pipeline file `{}`", file.display()))?;
+        let config: PipelineConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.to_string().trim_end()))?;
+        let base_dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base_dir = if base_dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base_dir
+        };
+        let pipeline = Self {
+            file: file.to_path_buf(),
+            base_dir,
+            config,
+        };
+        pipeline
+            .check(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        Ok(pipeline)
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> String {
+        self.config.name.clone().unwrap_or_else(|| {
+            self.base_dir
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "pipeline".to_owned())
+        })
+    }
+
+    /// Resolves a path from the pipeline file against its folder.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
+    }
+
+    fn check(&self, text: &str) -> Result<()> {
+        let c = &self.config;
+        let line = |needle: &str| {
+            text.lines()
+                .position(|l| l.contains(needle))
+                .map(|i| format!("line {}: ", i + 1))
+                .unwrap_or_default()
+        };
+        if c.sources.is_empty() {
+            bail!("no `[[source]]`: a pipeline needs at least one source");
+        }
+        if c.sinks.is_empty() {
+            bail!("no `[[sink]]`: a pipeline needs at least one sink");
+        }
+        if c.batch_size == Some(0) {
+            bail!(
+                "{}field `batch_size` must be at least 1",
+                line("batch_size")
+            );
+        }
+        let mut ids = std::collections::HashSet::new();
+        for op in &c.operators {
+            let at = line(&format!("\"{}\"", op.id));
+            if op.id.is_empty() || op.id.contains(['.', '/', ' ']) {
+                bail!(
+                    "{at}field `id`: operator id `{}` must be non-empty without `.`, `/` or spaces",
+                    op.id
+                );
+            }
+            if !ids.insert(op.id.as_str()) {
+                bail!("{at}field `id`: operator id `{}` is used twice", op.id);
+            }
+            op.module_source(&self.base_dir)
+                .map_err(|e| anyhow::anyhow!("{at}{e}"))?;
+            if op.parallelism == 0 {
+                bail!(
+                    "{at}field `parallelism` of operator `{}` must be at least 1",
+                    op.id
+                );
+            }
+            if op.key_by.as_deref() == Some("") {
+                bail!("{at}field `key_by` of operator `{}` is empty", op.id);
+            }
+        }
+        for sink in &c.sinks {
+            if let Some(from) = sink.from() {
+                let op = from.split('.').next().unwrap_or_default();
+                if !ids.contains(op) {
+                    bail!(
+                        "{}field `from`: `{from}` names no operator (known: {})",
+                        line(&format!("\"{from}\"")),
+                        c.operators
+                            .iter()
+                            .map(|o| format!("`{}`", o.id))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the pipeline's single source (or its single file source,
+    /// when it also has generators) with a file; `-` means standard input.
+    /// The format stays CSV for a CSV source and is JSON Lines otherwise, so
+    /// a Nexmark pipeline runs unchanged over a JSON Lines file of events.
+    ///
+    /// # Errors
+    /// When it is ambiguous which source to replace.
+    pub fn override_input(&mut self, input: &Path) -> Result<()> {
+        let sources = &mut self.config.sources;
+        let index = if sources.len() == 1 {
+            0
+        } else {
+            let files: Vec<usize> = sources
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !matches!(s, SourceConfig::Nexmark { .. }))
+                .map(|(i, _)| i)
+                .collect();
+            match files.as_slice() {
+                [i] => *i,
+                _ => bail!(
+                    "--input needs a pipeline with one source, or one file or stdin source; \
+                     this one has {} sources",
+                    sources.len()
+                ),
+            }
+        };
+        let source = &mut sources[index];
+        let (name, format) = match source {
+            SourceConfig::Csv { name, .. } => (name.clone(), Format::Csv),
+            SourceConfig::Stdin { name, format } => (name.clone(), *format),
+            SourceConfig::Jsonl { name, .. } | SourceConfig::Nexmark { name, .. } => {
+                (name.clone(), Format::Jsonl)
+            }
+        };
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        *source = match (input.to_str() == Some("-"), format) {
+            (true, format) => SourceConfig::Stdin { name, format },
+            (false, Format::Jsonl) => SourceConfig::Jsonl {
+                name,
+                path: cwd.join(input),
+            },
+            (false, Format::Csv) => SourceConfig::Csv {
+                name,
+                path: cwd.join(input),
+            },
+        };
+        Ok(())
+    }
+
+    /// Replaces the path of the single file sink (`-` means standard output).
+    ///
+    /// # Errors
+    /// When the pipeline has no file or stdout sink, or more than one.
+    pub fn override_output(&mut self, output: &Path) -> Result<()> {
+        let files: Vec<&mut SinkConfig> = self
+            .config
+            .sinks
+            .iter_mut()
+            .filter(|s| !matches!(s, SinkConfig::Blackhole { .. }))
+            .collect();
+        let [sink] = <[&mut SinkConfig; 1]>::try_from(files).map_err(|f| {
+            anyhow::anyhow!(
+                "--output needs exactly one file or stdout sink, the pipeline has {}",
+                f.len()
+            )
+        })?;
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        let from = sink.from().map(str::to_owned);
+        *sink = if output.to_str() == Some("-") {
+            SinkConfig::Stdout { from }
+        } else {
+            SinkConfig::Jsonl {
+                from,
+                path: cwd.join(output),
+            }
+        };
+        Ok(())
+    }
+
+    /// Replaces the dead-letter path (`-` means standard error).
+    pub fn override_dead_letter(&mut self, path: &Path) -> Result<()> {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        let path = if path.to_str() == Some("-") {
+            path.to_path_buf()
+        } else {
+            cwd.join(path)
+        };
+        self.config.dead_letter = Some(DeadLetterConfig { path });
+        Ok(())
+    }
+
+    /// The dead-letter file: configured, or `dead-letter.jsonl` beside the pipeline file.
+    pub fn dead_letter_path(&self) -> PathBuf {
+        match &self.config.dead_letter {
+            Some(d) if d.path.to_str() == Some("-") => d.path.clone(),
+            Some(d) => self.resolve(&d.path),
+            None => self.resolve(Path::new("dead-letter.jsonl")),
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Wiring a pipeline's stages together and running it to the end of its input.
+
+use anyhow::{Context, Result, anyhow};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::channel;
+
+use super::dead_letter::DeadLetters;
+use super::metrics::{OperatorMetrics, Progress, RunMetrics};
+use super::route::{CHANNEL_CAPACITY, Route};
+use super::worker::{Worker, WorkerSetup};
+use crate::config::{OperatorConfig, Pipeline};
+use crate::sources::{self, SourceContext};
+use crate::wasm::PreparedOperator;
+
+/// The default number of records per batch.
+pub const DEFAULT_BATCH_SIZE: usize = 1024;
+
+/// What a finished run did.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// Records read by the sources.
+    pub records_in: u64,
+    /// Records written by the sinks.
+    pub records_out: u64,
+    /// Records sent to the dead-letter output.
+    pub dead_letters: u64,
+    /// Wall time of the run (after the operators were prepared).
+    pub elapsed: Duration,
+    /// Per operator, in pipeline order.
+    pub operators: Vec<OperatorReport>,
+}
+
+/// What one operator did in a run.
+#[derive(Debug)]
+pub struct OperatorReport {
+    /// The operator id.
+    pub id: String,
+    /// Records it was given.
+    pub records_in: u64,
+    /// Records it emitted.
+    pub records_out: u64,
+    /// Its own counters.
+    pub counters: HashMap<String, i64>,
+}
+
+impl std::fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "weir: {} records in, {} out, {} dead-lettered in {:.2} s ({} records/s)",
+            self.records_in,
+            self.records_out,
+            self.dead_letters,
+            secs,
+            super::human(self.records_in as f64 / secs.max(1e-9))
+        )
+    }
+}
+
+/// Does sink `from` (its `from` key) take output `output` of operator `index`?
+fn sink_takes(
+    from: Option<&str>,
+    operators: &[OperatorConfig],
+    index: usize,
+    output: &str,
+) -> bool {
+    match from {
+        None => output == "out" && index + 1 == operators.len(),
+        Some(from) => {
+            let (op, out) = from.split_once('.').unwrap_or((from, "out"));
+            op == operators[index].id && out == output
+        }
+    }
+}
+
+/// Runs a pipeline whose operators are prepared (in pipeline order) until
+/// every source is exhausted and every sink flushed.
+///
+/// # Errors
+/// When a file cannot be opened or written, or an operator cannot be started
+/// or restarted; bad records never fail a run, they go to the dead letters.
+pub fn run(pipeline: &Pipeline, prepared: Vec<PreparedOperator>) -> Result<RunSummary> {
+    let config = &pipeline.config;
+    let batch_size = config.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+    let metrics = Arc::new(RunMetrics::default());
+    let dead_letters = Arc::new(DeadLetters::open(&pipeline.dead_letter_path())?);
+
+    // Sinks first, so every stage has somewhere to send to.
+    let mut sink_senders = Vec::new();
+    let mut sink_handles = Vec::new();
+    for sink in &config.sinks {
+        let (sender, handle) = crate::sinks::spawn(sink, pipeline, Arc::clone(&metrics))?;
+        sink_senders.push((sink.from().map(str::to_owned), sender));
+        sink_handles.push(handle);
+    }
+
+    // One channel per worker of every operator.
+    let mut worker_channels = Vec::new();
+    for op in &config.operators {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..op.parallelism)
+            .map(|_| channel(CHANNEL_CAPACITY))
+            .unzip();
+        worker_channels.push((senders, receivers));
+    }
+
+    let operator_metrics: Vec<Arc<OperatorMetrics>> = config
+        .operators
+        .iter()
+        .map(|_| Arc::new(OperatorMetrics::default()))
+        .collect();
+
+    // Start every worker before any source, so a component that fails to
+    // start stops the run before data flows.
+    let mut worker_handles: Vec<JoinHandle<Result<()>>> = Vec::new();
+    let mut receivers_by_op: Vec<_> = worker_channels
+        .iter_mut()
+        .map(|(_, receivers)| std::mem::take(receivers))
+        .collect();
+    for (index, (op, prepared)) in config.operators.iter().zip(&prepared).enumerate() {
+        let mut outputs: HashMap<String, Route> = HashMap::new();
+        let main = outputs.entry("out".to_owned()).or_default();
+        if let Some((next_senders, _)) = worker_channels.get(index + 1) {
+            main.to_workers(
+                next_senders.clone(),
+                config.operators[index + 1].key_by.clone(),
+            );
+        }
+        for (from, sender) in &sink_senders {
+            let output = match from.as_deref().and_then(|f| f.split_once('.')) {
+                Some((_, output)) => output.to_owned(),
+                None => "out".to_owned(),
+            };
+            if sink_takes(from.as_deref(), &config.operators, index, &output) {
+                outputs.entry(output).or_default().to_sink(sender.clone());
+            }
+        }
+        let config_json = serde_json::to_string(&op.config.clone().unwrap_or_default())
+            .context("operator config is not representable as JSON")?;
+        for receiver in std::mem::take(&mut receivers_by_op[index]) {
+            let worker = Worker::new(WorkerSetup {
+                prepared: prepared.clone(),
+                config_json: config_json.clone(),
+                limits: op.limits.clone(),
+                key_by: op.key_by.clone(),
+                metrics: Arc::clone(&operator_metrics[index]),
+                dead_letters: Arc::clone(&dead_letters),
+                outputs: outputs.clone(),
+            })?;
+            let handle = std::thread::Builder::new()
+                .name(format!("op-{}", op.id))
+                .spawn(move || worker.run(receiver))?;
+            worker_handles.push(handle);
+        }
+    }
+
+    // The sources feed the first operator, or the sinks when there is none.
+    let mut source_route = Route::default();
+    match worker_channels.first() {
+        Some((senders, _)) => {
+            source_route.to_workers(senders.clone(), config.operators[0].key_by.clone())
+        }
+        None => {
+            for (_, sender) in &sink_senders {
+                source_route.to_sink(sender.clone());
+            }
+        }
+    }
+    drop(worker_channels);
+    drop(sink_senders);
+
+    let started = Instant::now();
+    let progress = Progress::start(Arc::clone(&metrics));
+    let mut source_handles = Vec::new();
+    for source in &config.sources {
+        let context = SourceContext {
+            name: source.name().into(),
+            batch_size,
+            route: source_route.clone(),
+            dead_letters: Arc::clone(&dead_letters),
+            metrics: Arc::clone(&metrics),
+        };
+        source_handles.push(sources::spawn(source, pipeline, context)?);
+    }
+    drop(source_route);
+
+    // Join upstream to downstream; report the most downstream real failure
+    // (an upstream "downstream stopped" is only its echo).
+    let mut errors = Vec::new();
+    for handle in source_handles
+        .into_iter()
+        .chain(worker_handles)
+        .chain(sink_handles)
+    {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e),
+            Err(_) => errors.push(anyhow!("a pipeline thread panicked")),
+        }
+    }
+    drop(progress);
+    dead_letters.flush()?;
+    if let Some(e) = errors
+        .iter()
+        .rev()
+        .find(|e| !e.to_string().contains("downstream stage stopped"))
+        .or(errors.first())
+    {
+        return Err(anyhow!("{e:#}"));
+    }
+    Ok(RunSummary {
+        records_in: metrics.records_in.load(Ordering::Relaxed),
+        records_out: metrics.records_out.load(Ordering::Relaxed),
+        dead_letters: dead_letters.count(),
+        elapsed: started.elapsed(),
+        operators: config
+            .operators
+            .iter()
+            .zip(&operator_metrics)
+            .map(|(op, m)| OperatorReport {
+                id: op.id.clone(),
+                records_in: m.records_in.load(Ordering::Relaxed),
+                records_out: m.records_out.load(Ordering::Relaxed),
+                counters: m.counters.lock().map(|c| c.clone()).unwrap_or_default(),
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,111 @@
+//! Where a stream of records goes next: the workers of the next operator
+//! (hash-partitioned by its key, or spread round-robin), and sinks.
+
+use anyhow::{Result, anyhow};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::mpsc::Sender;
+
+use super::keys::{partition_of, row_keys};
+use super::message::Message;
+
+/// Batches waiting in each channel between stages: small, so a slow stage
+/// slows the ones before it instead of filling memory.
+pub const CHANNEL_CAPACITY: usize = 8;
+
+/// The destinations of one stream.
+#[derive(Clone, Default)]
+pub struct Route {
+    targets: Vec<Target>,
+}
+
+#[derive(Clone)]
+enum Target {
+    Workers {
+        senders: Vec<Sender<Message>>,
+        key_by: Option<String>,
+        next: Arc<AtomicUsize>,
+    },
+    Sink(Sender<Message>),
+}
+
+impl Route {
+    /// Adds the workers of an operator.
+    pub fn to_workers(&mut self, senders: Vec<Sender<Message>>, key_by: Option<String>) {
+        self.targets.push(Target::Workers {
+            senders,
+            key_by,
+            next: Arc::new(AtomicUsize::new(0)),
+        });
+    }
+
+    /// Adds a sink.
+    pub fn to_sink(&mut self, sender: Sender<Message>) {
+        self.targets.push(Target::Sink(sender));
+    }
+
+    /// Whether anything receives this stream.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Sends a message to every destination, blocking while they are full.
+    ///
+    /// # Errors
+    /// When a destination has stopped (its thread failed).
+    pub fn send(&self, message: Message) -> Result<()> {
+        if message.rows() == 0 {
+            return Ok(());
+        }
+        let Some((last, rest)) = self.targets.split_last() else {
+            return Ok(());
+        };
+        for target in rest {
+            target.send(message.clone())?;
+        }
+        last.send(message)
+    }
+}
+
+fn stopped() -> anyhow::Error {
+    anyhow!("a downstream stage stopped")
+}
+
+impl Target {
+    fn send(&self, message: Message) -> Result<()> {
+        match self {
+            Target::Sink(sender) => sender.blocking_send(message).map_err(|_| stopped()),
+            Target::Workers {
+                senders,
+                key_by,
+                next,
+            } => {
+                if senders.len() == 1 {
+                    return senders[0].blocking_send(message).map_err(|_| stopped());
+                }
+                let Some(field) = key_by else {
+                    let i = next.fetch_add(1, Ordering::Relaxed) % senders.len();
+                    return senders[i].blocking_send(message).map_err(|_| stopped());
+                };
+                // Records without the key go to worker 0, which dead-letters them.
+                let mut parts: Vec<Vec<u32>> = vec![Vec::new(); senders.len()];
+                for (row, key) in row_keys(&message.batch, field).iter().enumerate() {
+                    let worker = key.as_deref().map_or(0, |k| partition_of(k, senders.len()));
+                    parts[worker].push(row as u32);
+                }
+                for (worker, rows) in parts.iter().enumerate() {
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let part = if rows.len() == message.rows() {
+                        message.clone()
+                    } else {
+                        message.take(rows)?
+                    };
+                    senders[worker].blocking_send(part).map_err(|_| stopped())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

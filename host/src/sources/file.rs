@@ -1,0 +1,112 @@
+//! JSON Lines and CSV, from a file or standard input.
+
+use anyhow::{Context, Result};
+use std::io::BufRead;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::SourceContext;
+use crate::codec::{self, BadLine};
+use crate::config::Format;
+use crate::runtime::{DeadLetter, Message};
+
+/// Reads lines in batches of `batch_size`, decodes them and sends them on.
+pub(super) fn read(
+    mut reader: impl BufRead,
+    format: Format,
+    context: &SourceContext,
+) -> Result<()> {
+    let mut text = String::new();
+    let mut lines: Vec<(u64, Range<usize>)> = Vec::with_capacity(context.batch_size);
+    let mut raw = Vec::new();
+    let mut line_no = 0u64;
+    let mut header: Option<Vec<String>> = None;
+    loop {
+        raw.clear();
+        let read = reader
+            .read_until(b'\n', &mut raw)
+            .with_context(|| format!("source `{}`: read failed", context.name))?;
+        if read == 0 {
+            break;
+        }
+        line_no += 1;
+        let mut bytes = raw.as_slice();
+        if let Some(stripped) = bytes.strip_suffix(b"\n") {
+            bytes = stripped;
+        }
+        if let Some(stripped) = bytes.strip_suffix(b"\r") {
+            bytes = stripped;
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        context.metrics.records_in.fetch_add(1, Ordering::Relaxed);
+        let Ok(line) = std::str::from_utf8(bytes) else {
+            dead_letter(
+                context,
+                &BadLine {
+                    line: line_no,
+                    raw: String::from_utf8_lossy(bytes).into_owned(),
+                    reason: "the line is not valid UTF-8".to_owned(),
+                },
+            )?;
+            continue;
+        };
+        if format == Format::Csv && header.is_none() {
+            context.metrics.records_in.fetch_sub(1, Ordering::Relaxed);
+            header = Some(codec::parse_csv_header(line).map_err(|e| {
+                anyhow::anyhow!(
+                    "source `{}`: line {line_no}: bad CSV header: {e}",
+                    context.name
+                )
+            })?);
+            continue;
+        }
+        let start = text.len();
+        text.push_str(line);
+        lines.push((line_no, start..text.len()));
+        if lines.len() >= context.batch_size {
+            flush(&text, &lines, format, header.as_deref(), context)?;
+            text.clear();
+            lines.clear();
+        }
+    }
+    if !lines.is_empty() {
+        flush(&text, &lines, format, header.as_deref(), context)?;
+    }
+    Ok(())
+}
+
+fn flush(
+    text: &str,
+    lines: &[(u64, Range<usize>)],
+    format: Format,
+    header: Option<&[String]>,
+    context: &SourceContext,
+) -> Result<()> {
+    let items = lines.iter().map(|(n, r)| (*n, &text[r.clone()]));
+    let (batch, line_numbers, bad) = match (format, header) {
+        (Format::Csv, Some(header)) => codec::decode_csv_lines(header, items),
+        _ => codec::decode_json_lines(items),
+    };
+    for bad_line in &bad {
+        dead_letter(context, bad_line)?;
+    }
+    context.route.send(Message {
+        batch,
+        source: Arc::clone(&context.name),
+        lines: line_numbers.into(),
+    })
+}
+
+fn dead_letter(context: &SourceContext, bad: &BadLine) -> Result<()> {
+    context.dead_letters.send(&DeadLetter {
+        source: &context.name,
+        line: bad.line,
+        raw: &bad.raw,
+        reason: &bad.reason,
+        operator: None,
+        version: None,
+    })
+}

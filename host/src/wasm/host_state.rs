@@ -1,0 +1,141 @@
+//! The data each operator instance's store holds, and the host functions of
+//! the `weir:operator/host` interface that use it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::Mutex;
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{host, types};
+
+/// Map states of the keys of one worker: key → map name → entry → value.
+pub type MapStore = HashMap<String, HashMap<String, BTreeMap<Vec<u8>, Vec<u8>>>>;
+
+/// A write to a map state made during a call, applied only if the call succeeds.
+pub(crate) type PendingWrites = HashMap<(u32, String, Vec<u8>), Option<Vec<u8>>>;
+
+/// Store data of one operator instance.
+pub struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    /// `operator-id@vN`, for log lines.
+    pub(crate) label: Arc<str>,
+    /// What the guest wrote to stderr (panic messages), kept for trap reports.
+    pub(crate) stderr: MemoryOutputPipe,
+    /// The keys of the current call, by group index.
+    pub(crate) call_keys: Vec<String>,
+    /// The worker's map states, moved in for the duration of a call.
+    pub(crate) maps: MapStore,
+    pub(crate) pending: PendingWrites,
+    pub(crate) watermark: i64,
+    pub(crate) counters: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl HostState {
+    fn key_of(&self, group: u32) -> Option<&str> {
+        self.call_keys.get(group as usize).map(String::as_str)
+    }
+}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: host::LogLevel, message: String) {
+        let label = &self.label;
+        match level {
+            host::LogLevel::Trace => tracing::trace!(operator = %label, "{message}"),
+            host::LogLevel::Debug => tracing::debug!(operator = %label, "{message}"),
+            host::LogLevel::Info => tracing::info!(operator = %label, "{message}"),
+            host::LogLevel::Warn => tracing::warn!(operator = %label, "{message}"),
+            host::LogLevel::Error => tracing::error!(operator = %label, "{message}"),
+        }
+    }
+
+    fn counter_add(&mut self, name: String, delta: i64) {
+        if let Ok(mut counters) = self.counters.lock() {
+            *counters.entry(name).or_default() += delta;
+        }
+    }
+
+    fn map_get(&mut self, group: u32, name: String, entry: Vec<u8>) -> Option<Vec<u8>> {
+        if let Some(pending) = self.pending.get(&(group, name.clone(), entry.clone())) {
+            return pending.clone();
+        }
+        let key = self.key_of(group)?;
+        self.maps.get(key)?.get(&name)?.get(&entry).cloned()
+    }
+
+    fn map_set(&mut self, group: u32, name: String, entry: Vec<u8>, value: Option<Vec<u8>>) {
+        // A group outside the call is ignored: the guest can only touch the
+        // keys of the batch it was given.
+        if self.key_of(group).is_some() {
+            self.pending.insert((group, name, entry), value);
+        }
+    }
+
+    fn map_entries(&mut self, group: u32, name: String) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let Some(key) = self.key_of(group) else {
+            return Vec::new();
+        };
+        let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .maps
+            .get(key)
+            .and_then(|m| m.get(&name))
+            .cloned()
+            .unwrap_or_default();
+        for ((g, n, entry), value) in &self.pending {
+            if *g == group && *n == name {
+                match value {
+                    Some(v) => entries.insert(entry.clone(), v.clone()),
+                    None => entries.remove(entry),
+                };
+            }
+        }
+        entries.into_iter().collect()
+    }
+
+    fn current_time(&mut self, domain: types::TimeDomain) -> i64 {
+        match domain {
+            types::TimeDomain::EventTime => self.watermark,
+            types::TimeDomain::ProcessingTime => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        }
+    }
+}
+
+impl HostState {
+    /// Applies the map writes of a successful call to `maps`.
+    pub(crate) fn commit_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for ((group, name, entry), value) in pending {
+            let Some(key) = self.call_keys.get(group as usize) else {
+                continue;
+            };
+            let map = self
+                .maps
+                .entry(key.clone())
+                .or_default()
+                .entry(name)
+                .or_default();
+            match value {
+                Some(v) => map.insert(entry, v),
+                None => map.remove(&entry),
+            };
+        }
+    }
+}

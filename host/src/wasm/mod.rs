@@ -1,0 +1,22 @@
+//! Operator components: validate, compile (with an on-disk cache),
+//! instantiate, and call them with column batches.
+//!
+//! The split follows wasmtime's own: [`WasmEngine::prepare`] does everything
+//! that is slow or can fail on a bad module (validation, compilation, linking)
+//! once, off the hot path, and returns a [`PreparedOperator`]; instantiating
+//! one ([`OperatorInstance::new`]) is cheap, so every parallel worker and
+//! every restart after a trap gets a fresh instance.
+
+mod bindings;
+mod cache;
+mod convert;
+mod engine;
+mod host_state;
+mod instance;
+mod prepare;
+
+pub use convert::{DecodedOutput, KeyGroupArg};
+pub use engine::WasmEngine;
+pub use host_state::MapStore;
+pub use instance::{CallError, OperatorInstance};
+pub use prepare::{PreparedOperator, StateKind};

@@ -1,0 +1,128 @@
+//! Validation and compilation of an operator component, before any data flows.
+
+use anyhow::{Context, Result, anyhow, bail};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
+
+use super::bindings::OperatorComponentPre;
+use super::engine::WasmEngine;
+use super::host_state::HostState;
+
+/// The name of the interface an operator component exports.
+pub const OPERATOR_INTERFACE: &str = "weir:operator/operator@0.1.0";
+
+/// Whether an operator keeps keyed state (declared by the component's `init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    /// map, filter, filter_map, flat_map.
+    Stateless,
+    /// A keyed process function.
+    Keyed,
+}
+
+/// A component that was validated, compiled and linked: instantiating it is
+/// cheap, so one serves every worker and every restart.
+#[derive(Clone)]
+pub struct PreparedOperator {
+    /// The operator id from the pipeline file.
+    pub id: String,
+    /// Deploy number of this version (1 for the first).
+    pub version: u32,
+    /// SHA-256 of the component bytes, hex.
+    pub content_hash: String,
+    /// Size of the component file.
+    pub size: usize,
+    /// Whether compilation was skipped thanks to the cache.
+    pub from_cache: bool,
+    /// Time spent compiling or loading from the cache.
+    pub compile_time: Duration,
+    pub(crate) pre: OperatorComponentPre<HostState>,
+    pub(crate) exports: ExportIndices,
+}
+
+#[derive(Clone)]
+pub(crate) struct ExportIndices {
+    pub(crate) process: ComponentExportIndex,
+    pub(crate) on_timer: ComponentExportIndex,
+    pub(crate) migrate: ComponentExportIndex,
+}
+
+/// What the first bytes of a file say it is.
+fn check_is_component(bytes: &[u8]) -> Result<()> {
+    match bytes.get(0..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => bail!(
+            "it is a core WebAssembly module, not a component; build it for the \
+             `wasm32-wasip2` target (or run `wasm-tools component new`)"
+        ),
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
+        _ => bail!("it is not a WebAssembly file (no `\\0asm` header)"),
+    }
+}
+
+impl WasmEngine {
+    /// Validates, compiles (or loads from the cache) and links a component
+    /// for operator `id`.
+    ///
+    /// # Errors
+    /// When the bytes are not a component, the component does not implement
+    /// the `weir:operator` world, or it imports something the host does not
+    /// provide; the message says which.
+    pub fn prepare(&self, id: &str, version: u32, bytes: &[u8]) -> Result<PreparedOperator> {
+        let context = || format!("operator `{id}` (version {version})");
+        check_is_component(bytes).with_context(context)?;
+        let content_hash = hex::encode(Sha256::digest(bytes));
+        let started = std::time::Instant::now();
+        let (component, from_cache) = super::cache::load_or_compile(
+            &self.engine,
+            self.cache_dir.as_deref(),
+            &content_hash,
+            bytes,
+        )
+        .map_err(|e| anyhow!("{}: invalid component: {e:#}", context()))?;
+        let compile_time = started.elapsed();
+        let exports = export_indices(&component).with_context(context)?;
+        let instance_pre: InstancePre<HostState> = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow!("{}: cannot link the component: {e:#}", context()))?;
+        let pre = OperatorComponentPre::new(instance_pre).map_err(|e| {
+            anyhow!(
+                "{}: the component does not implement the `weir:operator/operator-component` \
+                 world: {e:#}",
+                context()
+            )
+        })?;
+        Ok(PreparedOperator {
+            id: id.to_owned(),
+            version,
+            content_hash,
+            size: bytes.len(),
+            from_cache,
+            compile_time,
+            pre,
+            exports,
+        })
+    }
+}
+
+fn export_indices(component: &Component) -> Result<ExportIndices> {
+    let interface = component
+        .get_export_index(None, OPERATOR_INTERFACE)
+        .ok_or_else(|| {
+            anyhow!(
+                "the component does not export `{OPERATOR_INTERFACE}`: it is not a Weir operator \
+                 (is it built with the `weir-guest` SDK of this version?)"
+            )
+        })?;
+    let function = |name: &str| {
+        component
+            .get_export_index(Some(&interface), name)
+            .ok_or_else(|| anyhow!("`{OPERATOR_INTERFACE}` has no function `{name}`"))
+    };
+    Ok(ExportIndices {
+        process: function("process")?,
+        on_timer: function("on-timer")?,
+        migrate: function("migrate")?,
+    })
+}

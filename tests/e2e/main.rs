@@ -1,0 +1,8 @@
+//! End-to-end tests: the `weir` binary on the examples, on generated inputs
+//! checked against independent implementations, and on hostile components.
+
+mod examples;
+mod nexmark;
+mod refusals;
+mod sandbox;
+mod support;
