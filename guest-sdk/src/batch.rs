@@ -7,6 +7,9 @@ use crate::abi::types::{Batch, Column, TextValues, Values};
 use crate::de::RowDeserializer;
 use crate::error::Error;
 
+/// Column indices for a struct's fields, keyed by the field list's address.
+type FieldMap = Option<(usize, Rc<[Option<usize>]>)>;
+
 /// An input batch with the lookups that turn its rows into typed records.
 pub struct BatchView<'a> {
     batch: &'a Batch,
@@ -14,7 +17,7 @@ pub struct BatchView<'a> {
     /// keyed by the address of serde's `&'static [&'static str]` field list:
     /// every row of one batch asks for the same fields, so the name lookup is
     /// done once per batch, not once per record.
-    field_map: RefCell<Option<(usize, Rc<[Option<usize>]>)>>,
+    field_map: RefCell<FieldMap>,
 }
 
 impl<'a> BatchView<'a> {

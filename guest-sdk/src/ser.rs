@@ -163,7 +163,7 @@ impl ColumnBuilder {
         let row = self.len;
         if !valid && self.validity.is_none() {
             let mut bits = vec![0xffu8; row.div_ceil(8).max(1)];
-            if row % 8 != 0 {
+            if !row.is_multiple_of(8) {
                 let last = bits.len() - 1;
                 bits[last] = (1u8 << (row % 8)) - 1;
             } else if row == 0 {

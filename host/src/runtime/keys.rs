@@ -55,10 +55,10 @@ pub fn row_keys<'a>(batch: &'a RecordBatch, field: &str) -> Vec<Option<Cow<'a, s
 
 /// A JSON document as a key: strings unquoted, anything else as written.
 fn json_key(doc: &str) -> Cow<'_, str> {
-    if doc.starts_with('"') {
-        if let Ok(s) = serde_json::from_str::<String>(doc) {
-            return Cow::Owned(s);
-        }
+    if doc.starts_with('"')
+        && let Ok(s) = serde_json::from_str::<String>(doc)
+    {
+        return Cow::Owned(s);
     }
     Cow::Borrowed(doc)
 }

@@ -5,5 +5,5 @@ wasmtime::component::bindgen!({
     world: "operator-component",
 });
 
-pub use weir::operator::host;
-pub use weir::operator::types;
+pub use self::weir::operator::host;
+pub use self::weir::operator::types;

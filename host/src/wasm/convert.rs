@@ -286,8 +286,6 @@ fn string_array(
         "column `{name}` has offsets that are negative or decreasing"
     );
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
-    Ok(
-        StringArray::try_new(offsets, Buffer::from_vec(text.bytes), nulls)
-            .map_err(|e| anyhow!("column `{name}`: {e}"))?,
-    )
+    StringArray::try_new(offsets, Buffer::from_vec(text.bytes), nulls)
+        .map_err(|e| anyhow!("column `{name}`: {e}"))
 }
