@@ -13,6 +13,9 @@ type FieldMap = Option<(usize, Rc<[Option<usize>]>)>;
 /// An input batch with the lookups that turn its rows into typed records.
 pub struct BatchView<'a> {
     batch: &'a Batch,
+    /// Each text column's whole byte buffer as `&str`, checked once per
+    /// batch, so a row's value is a slice without a UTF-8 check of its own.
+    texts: Vec<Option<&'a str>>,
     /// Column indices for the field list of the struct last deserialized,
     /// keyed by the address of serde's `&'static [&'static str]` field list:
     /// every row of one batch asks for the same fields, so the name lookup is
@@ -23,8 +26,17 @@ pub struct BatchView<'a> {
 impl<'a> BatchView<'a> {
     /// Wraps a batch.
     pub fn new(batch: &'a Batch) -> Self {
+        let texts = batch
+            .columns
+            .iter()
+            .map(|c| match &c.values {
+                Values::Utf8(t) | Values::Json(t) => std::str::from_utf8(&t.bytes).ok(),
+                _ => None,
+            })
+            .collect();
         Self {
             batch,
+            texts,
             field_map: RefCell::new(None),
         }
     }
@@ -67,6 +79,11 @@ impl<'a> BatchView<'a> {
     pub(crate) fn column(&self, index: usize) -> &'a Column {
         &self.batch.columns[index]
     }
+
+    /// The checked text buffer of column `index`, if it is a valid text column.
+    pub(crate) fn text_buffer(&self, index: usize) -> Option<&'a str> {
+        self.texts.get(index).copied().flatten()
+    }
 }
 
 /// Whether row `row` of `column` holds a value.
@@ -78,6 +95,24 @@ pub(crate) fn is_valid(column: &Column, row: usize) -> bool {
             .get(row / 8)
             .is_some_and(|byte| byte & (1 << (row % 8)) != 0),
     }
+}
+
+/// Value `row` of a text column whose whole buffer `checked` is known to be
+/// UTF-8 (slicing checks the char boundaries), else checked on its own.
+#[inline]
+pub(crate) fn text_in<'a>(
+    values: &'a TextValues,
+    checked: Option<&'a str>,
+    row: usize,
+) -> Result<&'a str, Error> {
+    if let Some(whole) = checked {
+        let start = values.offsets.get(row).copied().unwrap_or(0) as usize;
+        let end = values.offsets.get(row + 1).copied().unwrap_or(0) as usize;
+        if let Some(s) = whole.get(start..end) {
+            return Ok(s);
+        }
+    }
+    text(values, row)
 }
 
 /// Value `row` of a text column, or an error when the host sent bad offsets.

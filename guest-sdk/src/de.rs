@@ -10,7 +10,7 @@ use serde::forward_to_deserialize_any;
 use std::rc::Rc;
 
 use crate::abi::types::{Column, Values};
-use crate::batch::{BatchView, is_valid, text};
+use crate::batch::{BatchView, is_valid, text_in};
 use crate::error::Error;
 
 /// One record of a batch.
@@ -109,7 +109,14 @@ impl<'de> MapAccess<'de> for RowAccess<'_, 'de> {
                 continue;
             }
             self.current = Some((name, index));
-            return seed.deserialize(name.into_deserializer()).map(Some);
+            // A struct field is named by its position: serde's derived field
+            // visitors take an index, which saves a string compare per field.
+            return match &self.fields {
+                Fields::Named { next, .. } => seed
+                    .deserialize(((*next - 1) as u64).into_deserializer())
+                    .map(Some),
+                Fields::All(_) => seed.deserialize(name.into_deserializer()).map(Some),
+            };
         }
     }
 
@@ -120,6 +127,7 @@ impl<'de> MapAccess<'de> for RowAccess<'_, 'de> {
             .ok_or_else(|| Error::new("value requested before its key"))?;
         seed.deserialize(CellDeserializer {
             column: self.view.column(index),
+            checked: self.view.text_buffer(index),
             row: self.row,
         })
         .map_err(|e| e.in_field(name))
@@ -129,13 +137,15 @@ impl<'de> MapAccess<'de> for RowAccess<'_, 'de> {
 /// One non-null value of a column.
 pub(crate) struct CellDeserializer<'a> {
     pub(crate) column: &'a Column,
+    /// The column's text buffer, already checked to be UTF-8.
+    pub(crate) checked: Option<&'a str>,
     pub(crate) row: usize,
 }
 
 impl<'a> CellDeserializer<'a> {
     fn json(&self) -> Result<Option<&'a str>, Error> {
         match &self.column.values {
-            Values::Json(t) => text(t, self.row).map(Some),
+            Values::Json(t) => text_in(t, self.checked, self.row).map(Some),
             _ => Ok(None),
         }
     }
@@ -167,9 +177,9 @@ impl<'de> de::Deserializer<'de> for CellDeserializer<'de> {
             Values::Int64(v) => visitor.visit_i64(*v.get(row).ok_or_else(missing)?),
             Values::Float64(v) => visitor.visit_f64(*v.get(row).ok_or_else(missing)?),
             Values::Boolean(v) => visitor.visit_bool(*v.get(row).ok_or_else(missing)?),
-            Values::Utf8(t) => visitor.visit_borrowed_str(text(t, row)?),
+            Values::Utf8(t) => visitor.visit_borrowed_str(text_in(t, self.checked, row)?),
             Values::Json(t) => Ok(de::Deserializer::deserialize_any(
-                &mut serde_json::Deserializer::from_str(text(t, row)?),
+                &mut serde_json::Deserializer::from_str(text_in(t, self.checked, row)?),
                 visitor,
             )?),
         }
@@ -200,9 +210,11 @@ impl<'de> de::Deserializer<'de> for CellDeserializer<'de> {
         visitor: V,
     ) -> Result<V::Value, Error> {
         match &self.column.values {
-            Values::Utf8(t) => visitor.visit_enum(text(t, self.row)?.into_deserializer()),
+            Values::Utf8(t) => {
+                visitor.visit_enum(text_in(t, self.checked, self.row)?.into_deserializer())
+            }
             Values::Json(t) => Ok(de::Deserializer::deserialize_enum(
-                &mut serde_json::Deserializer::from_str(text(t, self.row)?),
+                &mut serde_json::Deserializer::from_str(text_in(t, self.checked, self.row)?),
                 name,
                 variants,
                 visitor,
@@ -213,7 +225,9 @@ impl<'de> de::Deserializer<'de> for CellDeserializer<'de> {
 
     fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match &self.column.values {
-            Values::Utf8(t) => visitor.visit_borrowed_bytes(text(t, self.row)?.as_bytes()),
+            Values::Utf8(t) => {
+                visitor.visit_borrowed_bytes(text_in(t, self.checked, self.row)?.as_bytes())
+            }
             _ => self.deserialize_any(visitor),
         }
     }

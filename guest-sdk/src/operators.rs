@@ -9,7 +9,7 @@ use crate::abi::types::{
     Batch, Emitted, FiredTimer, KeyGroup, OperatorInfo, OperatorKind, Output, Rejected,
     StateUpdate, TimerRequest,
 };
-use crate::batch::{BatchView, take};
+use crate::batch::BatchView;
 use crate::error::Error;
 use crate::keyed::{KeyState, Keyed};
 use crate::ser::BatchBuilder;
@@ -143,13 +143,17 @@ impl Emitter {
         }
     }
 
-    fn finish(self, input: &Batch) -> Vec<Emitted> {
+    fn finish(self) -> Vec<Emitted> {
         let mut emitted = Vec::with_capacity(1 + self.sides.len());
         if !self.kept.is_empty() {
             emitted.push(Emitted {
                 output: MAIN_OUTPUT.to_owned(),
-                batch: take(input, &self.kept),
+                batch: Batch {
+                    rows: 0,
+                    columns: Vec::new(),
+                },
                 origins: self.kept,
+                unchanged: true,
             });
         }
         if self.main.rows() > 0 {
@@ -157,6 +161,7 @@ impl Emitter {
                 output: MAIN_OUTPUT.to_owned(),
                 batch: self.main.finish(),
                 origins: self.main_origins,
+                unchanged: false,
             });
         }
         for (output, builder, origins) in self.sides {
@@ -165,6 +170,7 @@ impl Emitter {
                     output,
                     batch: builder.finish(),
                     origins,
+                    unchanged: false,
                 });
             }
         }
@@ -248,7 +254,7 @@ impl<F: RowFn> Operator for Stateless<F> {
             }
         }
         Ok(Output {
-            emitted: emitter.finish(input),
+            emitted: emitter.finish(),
             rejected,
             state_updates: Vec::new(),
             timers: Vec::new(),
@@ -386,7 +392,7 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
             }
         }
         Ok(Output {
-            emitted: emitter.finish(input),
+            emitted: emitter.finish(),
             rejected,
             state_updates: state_updates(states)?,
             timers,
@@ -418,12 +424,8 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
                 .on_timer(&mut ctx)
                 .map_err(|e| format!("timer at {} for key `{}`: {e}", timer.time, group.key))?;
         }
-        let empty = Batch {
-            rows: 0,
-            columns: Vec::new(),
-        };
         Ok(Output {
-            emitted: emitter.finish(&empty),
+            emitted: emitter.finish(),
             rejected: Vec::new(),
             state_updates: state_updates(states)?,
             timers,

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 
 use crate::abi::types::{Batch, KeyGroup, Values};
-use crate::batch::{is_valid, text};
+use crate::batch::{is_valid, take, text};
 use crate::operators::Operator;
 use crate::ser::BatchBuilder;
 
@@ -136,11 +136,16 @@ impl Harness {
         }
         let mut result = TestOutput::default();
         for emitted in &output.emitted {
+            let rows = if emitted.unchanged {
+                rows_of(&take(&batch, &emitted.origins))
+            } else {
+                rows_of(&emitted.batch)
+            };
             result
                 .outputs
                 .entry(emitted.output.clone())
                 .or_default()
-                .extend(rows_of(&emitted.batch));
+                .extend(rows);
         }
         result.rejected = output
             .rejected

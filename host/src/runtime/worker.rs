@@ -174,10 +174,17 @@ impl Worker {
             self.setup
                 .metrics
                 .records_out
-                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-            if let Some(route) = self.setup.outputs.get(&name) {
-                route.send(message.derive(batch, &origins))?;
-            }
+                .fetch_add(origins.len() as u64, Ordering::Relaxed);
+            let Some(route) = self.setup.outputs.get(&name) else {
+                continue;
+            };
+            let derived = match batch {
+                Some(batch) => message.derive(batch, &origins),
+                // Every row kept, in order: pass the batch on without a copy.
+                None if origins.iter().copied().eq(0..message.rows() as u32) => message.clone(),
+                None => message.take(&origins)?,
+            };
+            route.send(derived)?;
         }
         Ok(())
     }

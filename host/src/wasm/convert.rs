@@ -147,7 +147,8 @@ fn downcast<T: 'static>(column: &ArrayRef) -> Result<&T> {
 /// What one call produced, in host types.
 pub struct DecodedOutput {
     /// Records per output name, with the input row each came from.
-    pub emitted: Vec<(String, RecordBatch, Vec<u32>)>,
+    /// (`None`: the input rows themselves, unchanged).
+    pub emitted: Vec<(String, Option<RecordBatch>, Vec<u32>)>,
     /// Input rows the operator refused, with its reason.
     pub rejected: Vec<(u32, String)>,
     /// New value states by key group (`None`: cleared).
@@ -160,18 +161,24 @@ pub struct DecodedOutput {
 pub(crate) fn decode_output(output: types::Output, input_rows: usize) -> Result<DecodedOutput> {
     let mut emitted = Vec::with_capacity(output.emitted.len());
     for e in output.emitted {
-        let batch = record_batch(e.batch).map_err(|err| anyhow!("output `{}`: {err}", e.output))?;
-        ensure!(
-            e.origins.len() == batch.num_rows(),
-            "output `{}`: {} origins for {} rows",
-            e.output,
-            e.origins.len(),
-            batch.num_rows()
-        );
+        let batch = if e.unchanged {
+            None
+        } else {
+            let batch =
+                record_batch(e.batch).map_err(|err| anyhow!("output `{}`: {err}", e.output))?;
+            ensure!(
+                e.origins.len() == batch.num_rows(),
+                "output `{}`: {} origins for {} rows",
+                e.output,
+                e.origins.len(),
+                batch.num_rows()
+            );
+            Some(batch)
+        };
         if let Some(bad) = e
             .origins
             .iter()
-            .find(|&&o| o != u32::MAX && o as usize >= input_rows)
+            .find(|&&o| (e.unchanged || o != u32::MAX) && o as usize >= input_rows)
         {
             bail!(
                 "output `{}`: origin row {bad} is not in the input",
