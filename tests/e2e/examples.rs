@@ -6,27 +6,34 @@ use std::collections::BTreeMap;
 
 use crate::support::{Rng, read_jsonl, repo, run_ok, s};
 
-#[test]
-fn etl_cleanse_matches_its_expected_output() {
+/// Runs an example's pipeline and compares its output and dead letters with
+/// the example's `expected.jsonl` and `expected-dead-letter.jsonl`.
+fn assert_example_matches_expected(example: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
+    let pipeline = format!("examples/{example}/pipeline.toml");
     run_ok(&[
         "run",
-        "examples/etl-cleanse/pipeline.toml",
+        &pipeline,
         "--output",
         s(&out),
         "--dead-letter",
         s(&dead),
     ]);
-    let example = repo().join("examples/etl-cleanse");
+    let expected = repo().join("examples").join(example);
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
-        std::fs::read_to_string(example.join("expected.jsonl")).unwrap()
+        std::fs::read_to_string(expected.join("expected.jsonl")).unwrap()
     );
     assert_eq!(
         std::fs::read_to_string(&dead).unwrap(),
-        std::fs::read_to_string(example.join("expected-dead-letter.jsonl")).unwrap()
+        std::fs::read_to_string(expected.join("expected-dead-letter.jsonl")).unwrap()
     );
+}
+
+#[test]
+fn etl_cleanse_matches_its_expected_output() {
+    assert_example_matches_expected("etl-cleanse");
 }
 
 /// The etl-cleanse rules, written independently of the operator.
@@ -146,25 +153,7 @@ fn etl_cleanse_is_correct_on_generated_inputs() {
 
 #[test]
 fn sales_by_product_matches_its_expected_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
-    run_ok(&[
-        "run",
-        "examples/sales-by-product/pipeline.toml",
-        "--output",
-        s(&out),
-        "--dead-letter",
-        s(&dead),
-    ]);
-    let example = repo().join("examples/sales-by-product");
-    assert_eq!(
-        std::fs::read_to_string(&out).unwrap(),
-        std::fs::read_to_string(example.join("expected.jsonl")).unwrap()
-    );
-    assert_eq!(
-        std::fs::read_to_string(&dead).unwrap(),
-        std::fs::read_to_string(example.join("expected-dead-letter.jsonl")).unwrap()
-    );
+    assert_example_matches_expected("sales-by-product");
 }
 
 #[test]
