@@ -1134,7 +1134,7 @@ enum Values<'b> {
 }
 
 struct ColumnWriter<'b> {
-    /// `{"name":` for the first column, `,"name":` for the others.
+    /// `"name":`; the `{` or `,` before it depends on which fields a row has.
     prefix: Vec<u8>,
     nulls: Option<NullBuffer>,
     values: Values<'b>,
@@ -1152,10 +1152,8 @@ impl<'b> RowWriter<'b> {
             .fields()
             .iter()
             .zip(batch.columns())
-            .enumerate()
-            .map(|(i, (field, array))| {
+            .map(|(field, array)| {
                 let mut prefix = Vec::with_capacity(field.name().len() + 4);
-                let _ = i;
                 write_json_str(&mut prefix, field.name());
                 prefix.push(b':');
                 ColumnWriter {

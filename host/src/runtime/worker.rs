@@ -2,7 +2,6 @@
 //! the keys it owns, and the handling of records the operator cannot take.
 
 use anyhow::{Result, bail};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -155,8 +154,7 @@ impl Worker {
             };
             match state {
                 Some(bytes) => {
-                    self.values
-                        .insert(Cow::<str>::Borrowed(key).into_owned(), bytes.clone());
+                    self.values.insert((*key).to_owned(), bytes.clone());
                 }
                 None => {
                     self.values.remove(*key);
