@@ -129,9 +129,12 @@ macro_rules! __weir_export {
                 }
                 fn migrate(
                     from_version: u32,
-                    state: ::std::vec::Vec<u8>,
-                ) -> ::core::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
-                    $crate::__private::export_glue::migrate(from_version, state)
+                    states: ::std::vec::Vec<::std::vec::Vec<u8>>,
+                ) -> ::core::result::Result<
+                    ::std::vec::Vec<::std::vec::Vec<u8>>,
+                    $crate::abi::types::MigrationError,
+                > {
+                    $crate::__private::export_glue::migrate(from_version, states)
                 }
             }
             $crate::abi::__export_operator!(__WeirExport);

@@ -6,8 +6,8 @@ use serde::de::DeserializeOwned;
 use std::cell::RefCell;
 
 use crate::abi::types::{
-    Batch, Emitted, FiredTimer, KeyGroup, OperatorInfo, OperatorKind, Output, Rejected,
-    StateUpdate, TimerRequest,
+    Batch, Emitted, FiredTimer, KeyGroup, MigrationError, OperatorInfo, OperatorKind, Output,
+    Rejected, StateUpdate, TimerRequest,
 };
 use crate::batch::BatchView;
 use crate::error::Error;
@@ -22,6 +22,15 @@ pub const MAIN_OUTPUT: &str = "out";
 pub trait Operator {
     /// The operator's kind and state version.
     fn info(&self) -> OperatorInfo;
+
+    /// Called once when an instance starts, before any batch (Flink's
+    /// `open`): check the config, build lookup tables.
+    ///
+    /// # Errors
+    /// The instance does not start, and a hot swap to it is refused.
+    fn open(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Processes one batch; `groups` lists every key of a keyed operator.
     ///
@@ -43,15 +52,22 @@ pub trait Operator {
         Err("this operator registers no timers".to_owned())
     }
 
-    /// Converts a key's state from layout `from_version` to this version's.
+    /// Converts many keys' states from layout `from_version` to this
+    /// version's, in order.
     ///
     /// # Errors
-    /// When the operator declares no migration, or it fails for this state.
-    fn migrate(&mut self, from_version: u32, state: Vec<u8>) -> Result<Vec<u8>, String> {
-        let _ = state;
-        Err(format!(
-            "this version declares no migration from state version {from_version}"
-        ))
+    /// When the operator declares no migration, or it fails for one state
+    /// (named by its index).
+    fn migrate(
+        &mut self,
+        from_version: u32,
+        states: Vec<Vec<u8>>,
+    ) -> Result<Vec<Vec<u8>>, MigrationError> {
+        let _ = states;
+        Err(MigrationError {
+            index: 0,
+            reason: format!("this version declares no migration from state version {from_version}"),
+        })
     }
 }
 
@@ -280,6 +296,14 @@ pub trait KeyedFn: 'static {
         ctx: &mut Keyed<'_, Self::State>,
     ) -> Result<(), Error>;
 
+    /// Called once when an instance starts (see [`Operator::open`]).
+    ///
+    /// # Errors
+    /// The instance does not start.
+    fn open(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Handles a fired timer (see [`Keyed::fired_timer`]).
     ///
     /// # Errors
@@ -349,6 +373,10 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
             kind: OperatorKind::Keyed,
             state_version: F::STATE_VERSION,
         }
+    }
+
+    fn open(&mut self) -> Result<(), String> {
+        self.0.open().map_err(|e| e.to_string())
     }
 
     fn process(&mut self, input: &Batch, groups: Vec<KeyGroup>) -> Result<Output, String> {
@@ -432,13 +460,36 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
         })
     }
 
-    fn migrate(&mut self, from_version: u32, state: Vec<u8>) -> Result<Vec<u8>, String> {
+    fn migrate(
+        &mut self,
+        from_version: u32,
+        states: Vec<Vec<u8>>,
+    ) -> Result<Vec<Vec<u8>>, MigrationError> {
         if from_version == F::STATE_VERSION {
-            return Ok(state);
+            return Ok(states);
         }
-        self.0
-            .migrate(from_version, &state)
-            .map_err(|e| e.to_string())
+        if from_version > F::STATE_VERSION {
+            return Err(MigrationError {
+                index: 0,
+                reason: format!(
+                    "this version reads state version {} and cannot convert the newer state \
+                     version {from_version} back",
+                    F::STATE_VERSION
+                ),
+            });
+        }
+        states
+            .iter()
+            .enumerate()
+            .map(|(index, state)| {
+                self.0
+                    .migrate(from_version, state)
+                    .map_err(|e| MigrationError {
+                        index: index as u32,
+                        reason: e.to_string(),
+                    })
+            })
+            .collect()
     }
 }
 
@@ -477,10 +528,11 @@ pub mod export_glue {
     /// `init`: stores the config and creates the operator.
     ///
     /// # Errors
-    /// Never today; the signature leaves room for config validation.
+    /// When the operator's `open` fails.
     pub fn init(config: String, make: fn() -> Box<dyn Operator>) -> Result<OperatorInfo, String> {
         CONFIG.with_borrow_mut(|c| *c = config);
-        let operator = make();
+        let mut operator = make();
+        operator.open()?;
         let info = operator.info();
         OPERATOR.with_borrow_mut(|o| *o = Some(operator));
         Ok(info)
@@ -513,7 +565,16 @@ pub mod export_glue {
     ///
     /// # Errors
     /// See [`Operator::migrate`].
-    pub fn migrate(from_version: u32, state: Vec<u8>) -> Result<Vec<u8>, String> {
-        with(|o| o.migrate(from_version, state))
+    pub fn migrate(
+        from_version: u32,
+        states: Vec<Vec<u8>>,
+    ) -> Result<Vec<Vec<u8>>, MigrationError> {
+        OPERATOR.with_borrow_mut(|o| match o {
+            Some(operator) => operator.migrate(from_version, states),
+            None => Err(MigrationError {
+                index: 0,
+                reason: "the operator was called before `init`".to_owned(),
+            }),
+        })
     }
 }

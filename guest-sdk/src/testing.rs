@@ -89,7 +89,13 @@ pub struct Harness {
 
 impl Harness {
     /// A harness for a stateless operator.
-    pub fn new(operator: Box<dyn Operator>) -> Self {
+    ///
+    /// # Panics
+    /// When the operator's `open` fails.
+    pub fn new(mut operator: Box<dyn Operator>) -> Self {
+        if let Err(e) = operator.open() {
+            panic!("the operator failed to open: {e}");
+        }
         Self {
             operator,
             key_field: None,
@@ -98,12 +104,34 @@ impl Harness {
     }
 
     /// A harness for a keyed operator, keyed by the record field `key_field`.
+    ///
+    /// # Panics
+    /// When the operator's `open` fails.
     pub fn keyed(operator: Box<dyn Operator>, key_field: &str) -> Self {
         Self {
-            operator,
             key_field: Some(key_field.to_owned()),
-            states: HashMap::new(),
+            ..Self::new(operator)
         }
+    }
+
+    /// Hands this harness's keyed state to `next`, as a hot swap does: when
+    /// the state versions differ, `next` migrates every key's state first.
+    ///
+    /// # Errors
+    /// The migration error, naming the key; the harness is unchanged then.
+    pub fn swap_to(&mut self, mut next: Box<dyn Operator>) -> Result<(), String> {
+        next.open()?;
+        let from = self.operator.info().state_version;
+        if next.info().state_version != from {
+            let (keys, old): (Vec<String>, Vec<Vec<u8>>) = self.states.clone().into_iter().unzip();
+            let new = next.migrate(from, old).map_err(|e| {
+                let key = keys.get(e.index as usize).map_or("?", String::as_str);
+                format!("key `{key}`: {}", e.reason)
+            })?;
+            self.states = keys.into_iter().zip(new).collect();
+        }
+        self.operator = next;
+        Ok(())
     }
 
     /// The value state of `key` as JSON, if any.

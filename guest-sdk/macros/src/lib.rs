@@ -45,7 +45,8 @@ pub fn flat_map(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// Options: `state_version = N` (default 1), `migrate = path` to a
 /// `fn(OldState) -> S` used when the previous version's state layout differs,
-/// `on_timer = path` to a `fn(&mut Keyed<S>) -> R` called when timers fire.
+/// `on_timer = path` to a `fn(&mut Keyed<S>) -> R` called when timers fire,
+/// `open = path` to a `fn() -> Result<(), E>` run once when an instance starts.
 #[proc_macro_attribute]
 pub fn keyed(attr: TokenStream, item: TokenStream) -> TokenStream {
     let function = parse_macro_input!(item as ItemFn);
@@ -197,6 +198,7 @@ struct KeyedOptions {
     state_version: u32,
     migrate: Option<Path>,
     on_timer: Option<Path>,
+    open: Option<Path>,
 }
 
 fn keyed_options(attr: Tokens) -> syn::Result<KeyedOptions> {
@@ -204,6 +206,7 @@ fn keyed_options(attr: Tokens) -> syn::Result<KeyedOptions> {
         state_version: 1,
         migrate: None,
         on_timer: None,
+        open: None,
     };
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
     for meta in metas {
@@ -222,10 +225,12 @@ fn keyed_options(attr: Tokens) -> syn::Result<KeyedOptions> {
             },
             ("migrate", Expr::Path(p)) => options.migrate = Some(p.path.clone()),
             ("on_timer", Expr::Path(p)) => options.on_timer = Some(p.path.clone()),
+            ("open", Expr::Path(p)) => options.open = Some(p.path.clone()),
             _ => {
                 return Err(syn::Error::new_spanned(
                     &nv.path,
-                    "expected `state_version = N`, `migrate = path` or `on_timer = path`",
+                    "expected `state_version = N`, `migrate = path`, `on_timer = path` or \
+                     `open = path`",
                 ));
             }
         }
@@ -351,6 +356,13 @@ fn keyed_impl(attr: Tokens, function: &ItemFn) -> syn::Result<Tokens> {
             }
         }
     });
+    let open = options.open.map(|path| {
+        quote! {
+            fn open(&mut self) -> ::core::result::Result<(), ::weir_guest::Error> {
+                #path().map_err(|e| ::weir_guest::Error::new(e.to_string()))
+            }
+        }
+    });
     let keyed_fn = syn::Ident::new("__WeirKeyedFn", Span::call_site());
     Ok(quote! {
         #[doc(hidden)]
@@ -372,6 +384,7 @@ fn keyed_impl(attr: Tokens, function: &ItemFn) -> syn::Result<Tokens> {
 
             #on_timer
             #migrate
+            #open
         }
 
         /// This crate's operator as a value, to run it natively (tests, benchmarks).
