@@ -35,7 +35,7 @@ fn nexmark(c: &mut Criterion) {
         let prepared = operators::prepare_all(&pipeline, &engine).unwrap();
         group.bench_function(query, |b| {
             b.iter(|| {
-                let summary = runtime::run(&pipeline, prepared.clone()).unwrap();
+                let summary = runtime::run(&pipeline, &engine, prepared.clone()).unwrap();
                 assert_eq!(summary.records_in, EVENTS);
             })
         });

@@ -29,6 +29,14 @@ pub struct PipelineConfig {
     /// Records per batch handed to an operator (default 1024).
     #[serde(default)]
     pub batch_size: Option<usize>,
+    /// Loopback address of the admin HTTP API (`weir deploy`, `weir status`,
+    /// `weir rollback`); none by default. Port 0 picks a free port.
+    #[serde(default)]
+    pub admin: Option<std::net::SocketAddr>,
+    /// A folder watched while the pipeline runs: writing `<operator-id>.wasm`
+    /// there deploys it as that operator's next version.
+    #[serde(default)]
+    pub deploy_dir: Option<PathBuf>,
 }
 
 /// One source; the `type` key picks the kind.
@@ -339,6 +347,9 @@ impl Pipeline {
                 line("batch_size")
             );
         }
+        if let Some(admin) = c.admin {
+            check_admin_address(admin).map_err(|e| anyhow::anyhow!("{}{e}", line("admin")))?;
+        }
         let mut ids = std::collections::HashSet::new();
         for op in &c.operators {
             let at = line(&format!("\"{}\"", op.id));
@@ -474,6 +485,11 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The watched deploy folder, if any, resolved against the pipeline file.
+    pub fn deploy_dir_path(&self) -> Option<PathBuf> {
+        self.config.deploy_dir.as_deref().map(|d| self.resolve(d))
+    }
+
     /// The dead-letter file: configured, or `dead-letter.jsonl` beside the pipeline file.
     pub fn dead_letter_path(&self) -> PathBuf {
         match &self.config.dead_letter {
@@ -482,4 +498,18 @@ impl Pipeline {
             None => self.resolve(Path::new("dead-letter.jsonl")),
         }
     }
+}
+
+/// The admin API changes what runs, so it only listens on loopback.
+///
+/// # Errors
+/// When `address` is not a loopback address.
+pub fn check_admin_address(address: std::net::SocketAddr) -> Result<()> {
+    if !address.ip().is_loopback() {
+        bail!(
+            "field `admin`: `{address}` is not a loopback address; the admin API only listens \
+             on 127.0.0.1 or ::1"
+        );
+    }
+    Ok(())
 }

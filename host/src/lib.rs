@@ -12,7 +12,7 @@
 //! let pipeline = weir::config::Pipeline::load("examples/etl-cleanse/pipeline.toml".as_ref())?;
 //! let engine = weir::WasmEngine::new()?;
 //! let operators = weir::operators::prepare_all(&pipeline, &engine)?;
-//! let summary = weir::runtime::run(&pipeline, operators)?;
+//! let summary = weir::runtime::run(&pipeline, &engine, operators)?;
 //! println!("{summary}");
 //! # Ok(()) }
 //! ```
@@ -21,6 +21,7 @@
 pub mod builder;
 pub mod codec;
 pub mod config;
+pub mod control;
 pub mod operators;
 pub mod runtime;
 pub mod sinks;

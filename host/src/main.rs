@@ -2,10 +2,14 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use weir::builder::build_crate;
 use weir::config::Pipeline;
+use weir::control::client::{AdminClient, DEFAULT_ADMIN};
+use weir::control::{DeployReport, OperatorStatus, admin, watch};
 use weir::operators::{component_files, prepare_all};
 use weir::{WasmEngine, runtime};
 
@@ -32,11 +36,42 @@ enum Command {
         /// Replace the dead-letter file (`-`: stderr).
         #[arg(long)]
         dead_letter: Option<PathBuf>,
+        /// Serve the admin API on this loopback address (overrides `admin`).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
     },
-    /// Build the pipeline's Rust operator crates into components.
+    /// Deploy a component as the next version of an operator of a running pipeline.
+    Deploy {
+        /// The operator id.
+        operator: String,
+        /// The component file, or an operator crate folder to build first.
+        component: PathBuf,
+        /// The running pipeline's admin address.
+        #[arg(long, env = "WEIR_ADMIN", default_value = DEFAULT_ADMIN)]
+        admin: SocketAddr,
+    },
+    /// Go back to an operator's previous version in a running pipeline.
+    Rollback {
+        /// The operator id.
+        operator: String,
+        /// The running pipeline's admin address.
+        #[arg(long, env = "WEIR_ADMIN", default_value = DEFAULT_ADMIN)]
+        admin: SocketAddr,
+    },
+    /// Show what runs in a running pipeline: versions, records, state, refusals.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The running pipeline's admin address.
+        #[arg(long, env = "WEIR_ADMIN", default_value = DEFAULT_ADMIN)]
+        admin: SocketAddr,
+    },
+    /// Build a pipeline's operator crates (or one operator crate folder) into
+    /// components, and precompile them into the cache so runs and deploys start fast.
     Build {
-        /// The pipeline file.
-        pipeline: PathBuf,
+        /// A pipeline file or an operator crate folder.
+        path: PathBuf,
     },
     /// Check the pipeline file and every operator component without running.
     Check {
@@ -69,6 +104,7 @@ fn run(cli: Cli) -> Result<()> {
             input,
             output,
             dead_letter,
+            admin,
         } => {
             let mut pipeline = Pipeline::load(&pipeline)?;
             if let Some(input) = input {
@@ -82,14 +118,82 @@ fn run(cli: Cli) -> Result<()> {
             }
             let engine = WasmEngine::new()?;
             let operators = prepare_all(&pipeline, &engine)?;
-            let summary = runtime::run(&pipeline, operators)?;
+            let running = runtime::start(&pipeline, &engine, operators)?;
+            let _admin = match admin.or(pipeline.config.admin) {
+                Some(address) => {
+                    let server = admin::serve(running.control().clone(), address)?;
+                    eprintln!("weir: admin API on http://{}", server.address);
+                    Some(server)
+                }
+                None => None,
+            };
+            let _watcher = match pipeline.deploy_dir_path() {
+                Some(dir) => {
+                    let watcher = watch::watch(running.control().clone(), &dir)?;
+                    eprintln!("weir: watching {} for new operator versions", dir.display());
+                    Some(watcher)
+                }
+                None => None,
+            };
+            let summary = running.wait()?;
             eprintln!("{summary}");
             Ok(())
         }
-        Command::Build { pipeline } => {
-            let pipeline = Pipeline::load(&pipeline)?;
-            for (id, path) in component_files(&pipeline)? {
-                println!("{id}: {}", path.display());
+        Command::Deploy {
+            operator,
+            component,
+            admin,
+        } => {
+            let file = if component.is_dir() {
+                build_crate(&component)?
+            } else {
+                component
+            };
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("cannot read `{}`", file.display()))?;
+            let report = AdminClient::new(admin).deploy(&operator, &bytes)?;
+            print_report(&report);
+            Ok(())
+        }
+        Command::Rollback { operator, admin } => {
+            let report = AdminClient::new(admin).rollback(&operator)?;
+            print_report(&report);
+            Ok(())
+        }
+        Command::Status { json, admin } => {
+            let status = AdminClient::new(admin).status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status_table(&status));
+            }
+            Ok(())
+        }
+        Command::Build { path } => {
+            let engine = WasmEngine::new()?;
+            let components = if path.is_dir() {
+                let name = path.file_name().map_or_else(
+                    || "operator".to_owned(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                vec![(name, build_crate(&path)?)]
+            } else {
+                component_files(&Pipeline::load(&path)?)?
+            };
+            for (id, file) in components {
+                let bytes = std::fs::read(&file)
+                    .with_context(|| format!("cannot read `{}`", file.display()))?;
+                let prepared = engine.prepare(&id, 1, &bytes)?;
+                println!(
+                    "{id}: {} ({} bytes, {})",
+                    file.display(),
+                    prepared.size,
+                    if prepared.from_cache {
+                        "precompiled code cached"
+                    } else {
+                        "precompiled"
+                    }
+                );
             }
             Ok(())
         }
@@ -115,4 +219,64 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn print_report(report: &DeployReport) {
+    println!(
+        "{}: version {} replaced version {} in {:.1} ms (state version {}, {} keys migrated in \
+         {:.1} ms, compiled in {:.1} ms)",
+        report.operator,
+        report.version,
+        report.replaced,
+        report.deploy_ms,
+        report.state_version,
+        report.migrated_keys,
+        report.migration_ms,
+        report.compile_ms
+    );
+}
+
+/// `weir status` for people: one line per operator, refusals below.
+fn status_table(operators: &[OperatorStatus]) -> String {
+    let mut rows = vec![
+        [
+            "OPERATOR", "VERSION", "STATE", "HASH", "DEPLOYED", "ORIGIN", "IN", "OUT", "KEYS",
+        ]
+        .map(str::to_owned),
+    ];
+    for op in operators {
+        rows.push([
+            op.id.clone(),
+            op.version.to_string(),
+            op.state_version.to_string(),
+            op.content_hash.chars().take(12).collect(),
+            op.deployed_at.clone(),
+            op.origin.clone(),
+            op.records_in.to_string(),
+            op.records_out.to_string(),
+            op.state_keys.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    for op in operators {
+        if let Some(refusal) = &op.last_refusal {
+            out.push_str(&format!(
+                "{}: last refused at {} ({}): {}\n",
+                op.id, refusal.at, refusal.origin, refusal.reason
+            ));
+        }
+    }
+    out
 }

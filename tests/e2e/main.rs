@@ -2,6 +2,7 @@
 //! checked against independent implementations, and on hostile components.
 
 mod examples;
+mod hot_swap;
 mod nexmark;
 mod refusals;
 mod sandbox;

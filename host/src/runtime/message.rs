@@ -48,3 +48,12 @@ impl Message {
         self.batch.num_rows()
     }
 }
+
+/// What an operator worker receives, in order: batches, and control events
+/// that must take effect exactly between two batches.
+pub enum Envelope {
+    /// Records to process.
+    Batch(Message),
+    /// Switch to a new version of the operator (hot swap).
+    Swap(Box<super::swap::SwapOrder>),
+}

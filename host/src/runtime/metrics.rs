@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,8 @@ pub struct OperatorMetrics {
     pub records_in: AtomicU64,
     /// Records it emitted, on all outputs.
     pub records_out: AtomicU64,
+    /// Keys with a value state, over all workers.
+    pub state_keys: AtomicI64,
     /// Counters the operator itself maintains (`counter-add`).
     pub counters: Arc<Mutex<HashMap<String, i64>>>,
 }

@@ -7,12 +7,14 @@ mod message;
 mod metrics;
 mod pipeline;
 mod route;
+mod swap;
 mod worker;
 
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use keys::{partition_of, row_keys};
-pub use message::Message;
+pub use message::{Envelope, Message};
 pub use metrics::{OperatorMetrics, Progress, RunMetrics, human};
-pub use pipeline::{OperatorReport, RunSummary, run};
+pub use pipeline::{OperatorReport, RunSummary, Running, run, start};
 pub use route::{CHANNEL_CAPACITY, Route};
+pub use swap::{SwapOrder, SwapReply, VersionStats};
 pub use worker::{Worker, WorkerSetup};

@@ -11,10 +11,12 @@ use tokio::sync::mpsc::channel;
 use super::dead_letter::DeadLetters;
 use super::metrics::{OperatorMetrics, Progress, RunMetrics};
 use super::route::{CHANNEL_CAPACITY, Route};
+use super::swap::VersionStats;
 use super::worker::{Worker, WorkerSetup};
 use crate::config::{OperatorConfig, Pipeline};
+use crate::control::{Control, OperatorSetup};
 use crate::sources::{self, SourceContext};
-use crate::wasm::PreparedOperator;
+use crate::wasm::{PreparedOperator, WasmEngine};
 
 /// The default number of records per batch.
 pub const DEFAULT_BATCH_SIZE: usize = 1024;
@@ -84,7 +86,84 @@ fn sink_takes(
 /// # Errors
 /// When a file cannot be opened or written, or an operator cannot be started
 /// or restarted; bad records never fail a run, they go to the dead letters.
-pub fn run(pipeline: &Pipeline, prepared: Vec<PreparedOperator>) -> Result<RunSummary> {
+pub fn run(
+    pipeline: &Pipeline,
+    engine: &WasmEngine,
+    prepared: Vec<PreparedOperator>,
+) -> Result<RunSummary> {
+    start(pipeline, engine, prepared)?.wait()
+}
+
+/// A pipeline whose threads are running.
+pub struct Running {
+    control: Arc<Control>,
+    handles: Vec<JoinHandle<Result<()>>>,
+    metrics: Arc<RunMetrics>,
+    operator_metrics: Vec<(String, Arc<OperatorMetrics>)>,
+    dead_letters: Arc<DeadLetters>,
+    started: Instant,
+    progress: Progress,
+}
+
+impl Running {
+    /// The control plane: deploy, roll back, status.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// Waits for the end of the input and the last sink flush.
+    ///
+    /// # Errors
+    /// See [`run`].
+    pub fn wait(self) -> Result<RunSummary> {
+        // Join upstream to downstream; report the most downstream real
+        // failure (an upstream "downstream stopped" is only its echo).
+        let mut errors = Vec::new();
+        for handle in self.handles {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(anyhow!("a pipeline thread panicked")),
+            }
+        }
+        drop(self.progress);
+        self.dead_letters.flush()?;
+        if let Some(e) = errors
+            .iter()
+            .rev()
+            .find(|e| !e.to_string().contains("downstream stage stopped"))
+            .or(errors.first())
+        {
+            return Err(anyhow!("{e:#}"));
+        }
+        Ok(RunSummary {
+            records_in: self.metrics.records_in.load(Ordering::Relaxed),
+            records_out: self.metrics.records_out.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters.count(),
+            elapsed: self.started.elapsed(),
+            operators: self
+                .operator_metrics
+                .iter()
+                .map(|(id, m)| OperatorReport {
+                    id: id.clone(),
+                    records_in: m.records_in.load(Ordering::Relaxed),
+                    records_out: m.records_out.load(Ordering::Relaxed),
+                    counters: m.counters.lock().map(|c| c.clone()).unwrap_or_default(),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Starts a pipeline whose operators are prepared (in pipeline order).
+///
+/// # Errors
+/// When a file cannot be opened, or an operator cannot be started.
+pub fn start(
+    pipeline: &Pipeline,
+    engine: &WasmEngine,
+    prepared: Vec<PreparedOperator>,
+) -> Result<Running> {
     let config = &pipeline.config;
     let batch_size = config.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
     let metrics = Arc::new(RunMetrics::default());
@@ -117,6 +196,7 @@ pub fn run(pipeline: &Pipeline, prepared: Vec<PreparedOperator>) -> Result<RunSu
     // Start every worker before any source, so a component that fails to
     // start stops the run before data flows.
     let mut worker_handles: Vec<JoinHandle<Result<()>>> = Vec::new();
+    let mut controls = Vec::new();
     let mut receivers_by_op: Vec<_> = worker_channels
         .iter_mut()
         .map(|(_, receivers)| std::mem::take(receivers))
@@ -141,6 +221,8 @@ pub fn run(pipeline: &Pipeline, prepared: Vec<PreparedOperator>) -> Result<RunSu
         }
         let config_json = serde_json::to_string(&op.config.clone().unwrap_or_default())
             .context("operator config is not representable as JSON")?;
+        let stats = Arc::new(VersionStats::default());
+        let mut state_version = 0;
         for receiver in std::mem::take(&mut receivers_by_op[index]) {
             let worker = Worker::new(WorkerSetup {
                 prepared: prepared.clone(),
@@ -150,13 +232,31 @@ pub fn run(pipeline: &Pipeline, prepared: Vec<PreparedOperator>) -> Result<RunSu
                 metrics: Arc::clone(&operator_metrics[index]),
                 dead_letters: Arc::clone(&dead_letters),
                 outputs: outputs.clone(),
+                stats: Arc::clone(&stats),
             })?;
+            state_version = worker.state_version();
             let handle = std::thread::Builder::new()
                 .name(format!("op-{}", op.id))
                 .spawn(move || worker.run(receiver))?;
             worker_handles.push(handle);
         }
+        controls.push(OperatorSetup {
+            id: op.id.clone(),
+            config_json,
+            limits: op.limits.clone(),
+            key_by: op.key_by.clone(),
+            workers: worker_channels[index]
+                .0
+                .iter()
+                .map(|s| s.downgrade())
+                .collect(),
+            metrics: Arc::clone(&operator_metrics[index]),
+            prepared: prepared.clone(),
+            state_version,
+            stats,
+        });
     }
+    let control = Arc::new(Control::new(engine.clone(), controls));
 
     // The sources feed the first operator, or the sinks when there is none.
     let mut source_route = Route::default();
@@ -188,45 +288,22 @@ pub fn run(pipeline: &Pipeline, prepared: Vec<PreparedOperator>) -> Result<RunSu
     }
     drop(source_route);
 
-    // Join upstream to downstream; report the most downstream real failure
-    // (an upstream "downstream stopped" is only its echo).
-    let mut errors = Vec::new();
-    for handle in source_handles
-        .into_iter()
-        .chain(worker_handles)
-        .chain(sink_handles)
-    {
-        match handle.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => errors.push(e),
-            Err(_) => errors.push(anyhow!("a pipeline thread panicked")),
-        }
-    }
-    drop(progress);
-    dead_letters.flush()?;
-    if let Some(e) = errors
-        .iter()
-        .rev()
-        .find(|e| !e.to_string().contains("downstream stage stopped"))
-        .or(errors.first())
-    {
-        return Err(anyhow!("{e:#}"));
-    }
-    Ok(RunSummary {
-        records_in: metrics.records_in.load(Ordering::Relaxed),
-        records_out: metrics.records_out.load(Ordering::Relaxed),
-        dead_letters: dead_letters.count(),
-        elapsed: started.elapsed(),
-        operators: config
+    Ok(Running {
+        control,
+        handles: source_handles
+            .into_iter()
+            .chain(worker_handles)
+            .chain(sink_handles)
+            .collect(),
+        metrics,
+        operator_metrics: config
             .operators
             .iter()
-            .zip(&operator_metrics)
-            .map(|(op, m)| OperatorReport {
-                id: op.id.clone(),
-                records_in: m.records_in.load(Ordering::Relaxed),
-                records_out: m.records_out.load(Ordering::Relaxed),
-                counters: m.counters.lock().map(|c| c.clone()).unwrap_or_default(),
-            })
+            .map(|op| op.id.clone())
+            .zip(operator_metrics)
             .collect(),
+        dead_letters,
+        started,
+        progress,
     })
 }

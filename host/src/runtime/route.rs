@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc::Sender;
 
 use super::keys::{partition_of, row_keys};
-use super::message::Message;
+use super::message::{Envelope, Message};
 
 /// Batches waiting in each channel between stages: small, so a slow stage
 /// slows the ones before it instead of filling memory.
@@ -22,7 +22,7 @@ pub struct Route {
 #[derive(Clone)]
 enum Target {
     Workers {
-        senders: Vec<Sender<Message>>,
+        senders: Vec<Sender<Envelope>>,
         key_by: Option<String>,
         next: Arc<AtomicUsize>,
     },
@@ -31,7 +31,7 @@ enum Target {
 
 impl Route {
     /// Adds the workers of an operator.
-    pub fn to_workers(&mut self, senders: Vec<Sender<Message>>, key_by: Option<String>) {
+    pub fn to_workers(&mut self, senders: Vec<Sender<Envelope>>, key_by: Option<String>) {
         self.targets.push(Target::Workers {
             senders,
             key_by,
@@ -80,12 +80,19 @@ impl Target {
                 key_by,
                 next,
             } => {
+                let to = |worker: usize, message: Message| {
+                    senders[worker]
+                        .blocking_send(Envelope::Batch(message))
+                        .map_err(|_| stopped())
+                };
                 if senders.len() == 1 {
-                    return senders[0].blocking_send(message).map_err(|_| stopped());
+                    return to(0, message);
                 }
                 let Some(field) = key_by else {
-                    let i = next.fetch_add(1, Ordering::Relaxed) % senders.len();
-                    return senders[i].blocking_send(message).map_err(|_| stopped());
+                    return to(
+                        next.fetch_add(1, Ordering::Relaxed) % senders.len(),
+                        message,
+                    );
                 };
                 // Records without the key go to worker 0, which dead-letters them.
                 let mut parts: Vec<Vec<u32>> = vec![Vec::new(); senders.len()];
@@ -102,7 +109,7 @@ impl Target {
                     } else {
                         message.take(rows)?
                     };
-                    senders[worker].blocking_send(part).map_err(|_| stopped())?;
+                    to(worker, part)?;
                 }
                 Ok(())
             }

@@ -5,13 +5,15 @@ use anyhow::{Result, bail};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 use tokio::sync::mpsc::Receiver;
 
 use super::dead_letter::{DeadLetter, DeadLetters};
 use super::keys::row_keys;
-use super::message::Message;
+use super::message::{Envelope, Message};
 use super::metrics::OperatorMetrics;
 use super::route::Route;
+use super::swap::{SwapOrder, SwapReply, VersionStats, migrate_states};
 use crate::codec::row_to_json;
 use crate::config::Limits;
 use crate::wasm::{
@@ -34,6 +36,8 @@ pub struct WorkerSetup {
     pub dead_letters: Arc<DeadLetters>,
     /// Where each named output goes.
     pub outputs: HashMap<String, Route>,
+    /// Figures of the running version.
+    pub stats: Arc<VersionStats>,
 }
 
 /// A worker: runs batches through its instance and routes what comes out.
@@ -43,6 +47,11 @@ pub struct Worker {
     /// Value state of the keys this worker owns (JSON, as the guest wrote it).
     values: HashMap<String, Vec<u8>>,
     maps: MapStore,
+    /// When the last batch finished.
+    last_batch_done: Option<Instant>,
+    /// Set by a swap until the new version finishes its first batch: when
+    /// the old version finished its last one.
+    swapped_at: Option<Option<Instant>>,
 }
 
 impl Worker {
@@ -63,7 +72,14 @@ impl Worker {
             instance,
             values: HashMap::new(),
             maps: MapStore::new(),
+            last_batch_done: None,
+            swapped_at: None,
         })
+    }
+
+    /// The state layout version the running instance declared.
+    pub fn state_version(&self) -> u32 {
+        self.instance.state_version
     }
 
     /// Processes messages until the input closes.
@@ -71,15 +87,75 @@ impl Worker {
     /// # Errors
     /// When the operator cannot be restarted after a trap, or an output or
     /// the dead-letter file cannot be written.
-    pub fn run(mut self, mut input: Receiver<Message>) -> Result<()> {
-        while let Some(message) = input.blocking_recv() {
-            self.setup
-                .metrics
-                .records_in
-                .fetch_add(message.rows() as u64, Ordering::Relaxed);
-            self.process(&message)?;
+    pub fn run(mut self, mut input: Receiver<Envelope>) -> Result<()> {
+        while let Some(envelope) = input.blocking_recv() {
+            match envelope {
+                Envelope::Batch(message) => {
+                    self.setup
+                        .metrics
+                        .records_in
+                        .fetch_add(message.rows() as u64, Ordering::Relaxed);
+                    self.process(&message)?;
+                    let now = Instant::now();
+                    if let Some(previous) = self.swapped_at.take() {
+                        self.setup.stats.batch_done(previous, now);
+                    }
+                    self.last_batch_done = Some(now);
+                }
+                Envelope::Swap(order) => self.swap(*order),
+            }
         }
         Ok(())
+    }
+
+    /// Hands over to a new version between two batches (see [`super::swap`]).
+    fn swap(&mut self, order: SwapOrder) {
+        let SwapOrder {
+            prepared,
+            mut instance,
+            migrate_from,
+            reply,
+            verdict,
+            stats,
+        } = order;
+        if let Some(from) = migrate_from {
+            let started = Instant::now();
+            match migrate_states(&mut instance, from, &self.values) {
+                Ok(migrated) => {
+                    let ready = SwapReply::Ready {
+                        keys: migrated.len(),
+                        took: started.elapsed(),
+                    };
+                    // The old version stays unless every worker is ready.
+                    if reply.send(ready).is_err() || verdict.recv() != Ok(true) {
+                        return;
+                    }
+                    self.values = migrated;
+                }
+                Err(reason) => {
+                    let _ = reply.send(SwapReply::Refused(reason));
+                    return;
+                }
+            }
+        } else {
+            let ready = SwapReply::Ready {
+                keys: 0,
+                took: std::time::Duration::ZERO,
+            };
+            if reply.send(ready).is_err() {
+                return;
+            }
+        }
+        tracing::info!(
+            operator = %self.label(),
+            "now running version {} ({} keys)",
+            prepared.version,
+            self.values.len()
+        );
+        self.instance = instance;
+        self.setup.prepared = prepared;
+        self.setup.stats = stats;
+        self.swapped_at = Some(self.last_batch_done);
     }
 
     fn process(&mut self, message: &Message) -> Result<()> {
@@ -152,12 +228,21 @@ impl Worker {
                     "state update for unknown key group {group}"
                 )));
             };
+            let keys = &self.setup.metrics.state_keys;
             match state {
                 Some(bytes) => {
-                    self.values.insert((*key).to_owned(), bytes.clone());
+                    if self
+                        .values
+                        .insert((*key).to_owned(), bytes.clone())
+                        .is_none()
+                    {
+                        keys.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 None => {
-                    self.values.remove(*key);
+                    if self.values.remove(*key).is_some() {
+                        keys.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! JSON Lines and CSV, from a file or standard input.
 
 use anyhow::{Context, Result};
-use std::io::BufRead;
+use std::io::{BufRead, BufReader, Read};
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,9 +12,12 @@ use crate::config::Format;
 use crate::runtime::{DeadLetter, Message};
 
 /// Reads lines in batches of `batch_size`, decodes them and sends them on.
-pub(super) fn read(
-    mut reader: impl BufRead,
+/// A live input (stdin) also sends a partial batch whenever it has no more
+/// bytes waiting, so records do not wait for a full batch of later ones.
+pub(super) fn read<R: Read>(
+    mut reader: BufReader<R>,
     format: Format,
+    live: bool,
     context: &SourceContext,
 ) -> Result<()> {
     let mut text = String::new();
@@ -66,7 +69,7 @@ pub(super) fn read(
         let start = text.len();
         text.push_str(line);
         lines.push((line_no, start..text.len()));
-        if lines.len() >= context.batch_size {
+        if lines.len() >= context.batch_size || (live && reader.buffer().is_empty()) {
             flush(&text, &lines, format, header.as_deref(), context)?;
             text.clear();
             lines.clear();

@@ -41,11 +41,14 @@ pub(crate) fn spawn(
             let file = std::fs::File::open(&path)
                 .with_context(|| format!("source `{name}`: cannot open `{}`", path.display()))?;
             let reader = std::io::BufReader::with_capacity(1 << 20, file);
-            thread.spawn(move || file::read(reader, format, &context))?
+            thread.spawn(move || file::read(reader, format, false, &context))?
         }
         SourceConfig::Stdin { format, .. } => {
             let format = *format;
-            thread.spawn(move || file::read(std::io::stdin().lock(), format, &context))?
+            thread.spawn(move || {
+                let stdin = std::io::BufReader::with_capacity(1 << 20, std::io::stdin());
+                file::read(stdin, format, true, &context)
+            })?
         }
         SourceConfig::Nexmark {
             events, seed, rate, ..

@@ -29,6 +29,20 @@ pub enum CallError {
     Failed(String),
 }
 
+/// Why a migration call did not convert every state.
+#[derive(Debug)]
+pub enum MigrateError {
+    /// The guest could not convert the state at `index` of the call.
+    Key {
+        /// Index of the state in the call.
+        index: usize,
+        /// The guest's reason.
+        reason: String,
+    },
+    /// The call itself failed or trapped.
+    Call(CallError),
+}
+
 /// A live instance of an operator with its own store, memory and limits.
 pub struct OperatorInstance {
     store: Store<HostState>,
@@ -178,20 +192,36 @@ impl OperatorInstance {
         finish(&mut self.store, maps, result, 0, &self.limits)
     }
 
-    /// Converts one key's state from layout `from_version` to this version's.
+    /// Converts many keys' states from layout `from_version` to this
+    /// version's, in order.
     ///
     /// # Errors
-    /// As [`OperatorInstance::process`].
-    pub fn migrate(&mut self, from_version: u32, state: &[u8]) -> Result<Vec<u8>, CallError> {
+    /// [`MigrateError::Key`] names the state the guest could not convert.
+    pub fn migrate(
+        &mut self,
+        from_version: u32,
+        states: &[&[u8]],
+    ) -> Result<Vec<Vec<u8>>, MigrateError> {
         let typed = self
             .migrate
-            .typed::<(u32, &[u8]), (Result<Vec<u8>, String>,)>(&self.store)
-            .map_err(|e| CallError::Failed(format!("`migrate` has the wrong type: {e}")))?;
+            .typed::<(u32, &[&[u8]]), (Result<Vec<Vec<u8>>, types::MigrationError>,)>(&self.store)
+            .map_err(|e| {
+                MigrateError::Call(CallError::Failed(format!(
+                    "`migrate` has the wrong type: {e}"
+                )))
+            })?;
         self.store.set_epoch_deadline(self.timeout_ticks);
-        match typed.call(&mut self.store, (from_version, state)) {
-            Ok((Ok(new_state),)) => Ok(new_state),
-            Ok((Err(reason),)) => Err(CallError::Failed(reason)),
-            Err(e) => Err(CallError::Trap(trap_message(&self.store, &e, &self.limits))),
+        match typed.call(&mut self.store, (from_version, states)) {
+            Ok((Ok(new_states),)) => Ok(new_states),
+            Ok((Err(e),)) => Err(MigrateError::Key {
+                index: e.index as usize,
+                reason: e.reason,
+            }),
+            Err(e) => Err(MigrateError::Call(CallError::Trap(trap_message(
+                &self.store,
+                &e,
+                &self.limits,
+            )))),
         }
     }
 

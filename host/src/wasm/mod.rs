@@ -18,5 +18,5 @@ mod prepare;
 pub use convert::{DecodedOutput, KeyGroupArg};
 pub use engine::WasmEngine;
 pub use host_state::MapStore;
-pub use instance::{CallError, OperatorInstance};
+pub use instance::{CallError, MigrateError, OperatorInstance};
 pub use prepare::{PreparedOperator, StateKind};

@@ -1,0 +1,123 @@
+//! The admin HTTP API, on loopback only: what `weir deploy`, `weir status`
+//! and `weir rollback` call.
+//!
+//! | Method and path                    | Body            | Answer                    |
+//! |------------------------------------|-----------------|---------------------------|
+//! | `GET /v1/status`                   |                 | `[OperatorStatus]`        |
+//! | `POST /v1/operators/{id}/deploy`   | component bytes | `DeployReport`            |
+//! | `POST /v1/operators/{id}/rollback` |                 | `DeployReport`            |
+//!
+//! Errors are `{"error": "..."}` with 404 (no such operator) or 409 (the
+//! version was refused; the running one goes on).
+
+use anyhow::{Context, Result};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+use super::{Control, DeployError, DeployReport};
+
+/// Largest component the API accepts (interpreted guests such as Python
+/// components are tens of megabytes).
+const MAX_COMPONENT_BYTES: usize = 512 << 20;
+
+/// A running admin server; dropping it stops it.
+pub struct AdminServer {
+    /// The address it listens on (useful with port 0).
+    pub address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts the admin API on `address` (a loopback address; port 0 picks one).
+///
+/// # Errors
+/// When the address is not loopback or cannot be bound.
+pub fn serve(control: Arc<Control>, address: SocketAddr) -> Result<AdminServer> {
+    crate::config::check_admin_address(address)?;
+    let listener = std::net::TcpListener::bind(address)
+        .with_context(|| format!("cannot listen on {address} for the admin API"))?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let app = axum::Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/operators/{id}/deploy", post(deploy))
+        .route("/v1/operators/{id}/rollback", post(rollback))
+        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
+        .with_state(control);
+    let thread = std::thread::Builder::new()
+        .name("weir-admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let served = async {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stopped.await;
+                        })
+                        .await
+                };
+                if let Err(e) = served.await {
+                    tracing::error!("the admin API stopped: {e}");
+                }
+            });
+        })?;
+    Ok(AdminServer {
+        address,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+async fn status(State(control): State<Arc<Control>>) -> Response {
+    Json(control.status()).into_response()
+}
+
+async fn deploy(
+    State(control): State<Arc<Control>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    // A deploy compiles and waits for the workers: off the async threads.
+    let outcome = tokio::task::spawn_blocking(move || control.deploy(&id, &body, "api")).await;
+    answer(outcome)
+}
+
+async fn rollback(State(control): State<Arc<Control>>, Path(id): Path<String>) -> Response {
+    let outcome = tokio::task::spawn_blocking(move || control.rollback(&id)).await;
+    answer(outcome)
+}
+
+fn answer(outcome: Result<Result<DeployReport, DeployError>, tokio::task::JoinError>) -> Response {
+    let (code, message) = match outcome {
+        Ok(Ok(report)) => return Json(report).into_response(),
+        Ok(Err(e @ DeployError::UnknownOperator(..))) => (StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Err(e @ DeployError::Refused(_))) => (StatusCode::CONFLICT, e.to_string()),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the deploy failed: {e}"),
+        ),
+    };
+    (code, Json(serde_json::json!({ "error": message }))).into_response()
+}

@@ -1,0 +1,88 @@
+//! The CLI's side of the admin API: `weir deploy`, `weir status`, `weir rollback`.
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+
+use super::{DeployReport, OperatorStatus};
+
+/// The admin address the CLI uses when none is given.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9870";
+
+/// A client of one running pipeline's admin API.
+pub struct AdminClient {
+    address: SocketAddr,
+    agent: ureq::Agent,
+}
+
+impl AdminClient {
+    /// A client for the admin API at `address`.
+    pub fn new(address: SocketAddr) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        Self { address, agent }
+    }
+
+    /// Deploys `component` as the next version of `operator`.
+    ///
+    /// # Errors
+    /// When the pipeline refuses the version (with its reason) or cannot be reached.
+    pub fn deploy(&self, operator: &str, component: &[u8]) -> Result<DeployReport> {
+        let url = self.url(&format!("operators/{operator}/deploy"));
+        let response = self.agent.post(&url).send(component);
+        self.answer(response)
+    }
+
+    /// Rolls `operator` back to its previous version.
+    ///
+    /// # Errors
+    /// When the pipeline refuses (with its reason) or cannot be reached.
+    pub fn rollback(&self, operator: &str) -> Result<DeployReport> {
+        let url = self.url(&format!("operators/{operator}/rollback"));
+        let response = self.agent.post(&url).send_empty();
+        self.answer(response)
+    }
+
+    /// Every operator's status.
+    ///
+    /// # Errors
+    /// When the pipeline cannot be reached.
+    pub fn status(&self) -> Result<Vec<OperatorStatus>> {
+        let response = self.agent.get(&self.url("status")).call();
+        self.answer(response)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}/v1/{path}", self.address)
+    }
+
+    fn answer<T: DeserializeOwned>(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T> {
+        let mut response = response.map_err(|e| {
+            anyhow!(
+                "no running pipeline answers on {} ({e}); give the pipeline `admin = \"{}\"` \
+                 or run it with `weir run --admin {}`",
+                self.address,
+                self.address,
+                self.address
+            )
+        })?;
+        let status = response.status();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .context("cannot read the admin API's answer")?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or(body);
+            bail!("{message}");
+        }
+        serde_json::from_str(&body).context("the admin API answered something unexpected")
+    }
+}
