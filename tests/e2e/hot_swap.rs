@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use weir::control::OperatorStatus;
 use weir::control::client::AdminClient;
 
-use crate::support::{read_jsonl, repo, run, run_ok, s, weir};
+use crate::support::{read_jsonl, repo, run, run_ok, s, weir, with_custom_section};
 
 const KEYS: i64 = 16;
 
@@ -270,11 +270,20 @@ fn swap_under_load(parallelism: usize) {
     assert!(String::from_utf8_lossy(&table.stdout).contains("`init` trapped"));
     live.flow(300);
 
-    // v2 again by a plain copy into the folder (a redeploy, no migration),
-    // then a rollback to the previous v2, then v2 through the API.
-    std::fs::copy(&v2, live.deploy_dir().join("counter.wasm")).unwrap();
+    // v2 again by a plain write into the folder (a redeploy, no migration).
+    // Its bytes are new to the compile cache, so it starts on baseline code
+    // and moves to optimized code while records flow.
+    let fresh = with_custom_section(
+        &std::fs::read(&v2).unwrap(),
+        &format!("{:?}", Instant::now()),
+    );
+    std::fs::write(live.deploy_dir().join("counter.wasm"), fresh).unwrap();
     live.wait_for("version 3", |s| s.version == 3);
+    live.wait_for("optimized code", |s| {
+        s.version == 3 && s.tier == "optimized"
+    });
     live.flow(300);
+    // Then a rollback to the previous v2, then v2 through the API.
     let out = live.cli(&["rollback", "counter"]);
     assert!(
         out.status.success(),

@@ -20,7 +20,7 @@ use tokio::sync::mpsc::WeakSender;
 
 use crate::config::Limits;
 use crate::runtime::{Envelope, OperatorMetrics, SwapOrder, SwapReply, VersionStats};
-use crate::wasm::{OperatorInstance, PreparedOperator, StateKind, WasmEngine};
+use crate::wasm::{OperatorInstance, PreparedOperator, StateKind, Tier, WasmEngine};
 
 /// Why a deploy or rollback did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +82,9 @@ pub struct OperatorStatus {
     pub deployed_at: String,
     /// How it was deployed (`pipeline`, `api`, `deploy folder`, `rollback to N`).
     pub origin: String,
+    /// `optimized`, or `baseline` while a fresh deploy waits for its
+    /// optimized code.
+    pub tier: String,
     /// Parallel workers.
     pub parallelism: usize,
     /// Records given to the operator, all versions.
@@ -141,6 +144,13 @@ pub struct OperatorSetup {
     pub state_version: u32,
     /// Its figures.
     pub stats: Arc<VersionStats>,
+}
+
+/// What a hand-over did.
+struct HandOver {
+    state_version: u32,
+    migrated_keys: usize,
+    migration: std::time::Duration,
 }
 
 struct Versions {
@@ -232,7 +242,7 @@ impl Control {
     /// valid, its `init` fails, or its state migration fails for any key; the
     /// running version then goes on untouched.
     pub fn deploy(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         bytes: &[u8],
         origin: &str,
@@ -243,9 +253,42 @@ impl Control {
         let version = operator.versions().history.len() as u32 + 1;
         let prepared = self
             .engine
-            .prepare(id, version, bytes)
-            .map_err(|e| operator.refuse(origin, format!("{e:#}")));
-        operator.install(prepared?, origin.to_owned(), requested)
+            .prepare_for_deploy(id, version, bytes)
+            .map_err(|e| operator.refuse(origin, format!("{e:#}")))?;
+        let tier = prepared.tier;
+        let report = operator.install(prepared, origin.to_owned(), requested)?;
+        if tier == Tier::Baseline {
+            self.tier_up_later(id, version, bytes.to_vec());
+        }
+        Ok(report)
+    }
+
+    /// Compiles optimized code for a version that started on baseline code,
+    /// and swaps it in (same version, same state) if that version still runs.
+    fn tier_up_later(self: &Arc<Self>, id: &str, version: u32, bytes: Vec<u8>) {
+        let control = Arc::clone(self);
+        let id = id.to_owned();
+        let spawned = std::thread::Builder::new()
+            .name(format!("tier-up-{id}"))
+            .spawn(move || {
+                let optimized = match control.engine.prepare(&id, version, &bytes) {
+                    Ok(optimized) => optimized,
+                    Err(e) => {
+                        tracing::warn!(operator = %id, "no optimized code for version {version}: {e:#}");
+                        return;
+                    }
+                };
+                let Ok(operator) = control.operator(&id) else {
+                    return;
+                };
+                let _one_at_a_time = control.lock();
+                if let Err(reason) = operator.tier_up(optimized) {
+                    tracing::warn!(operator = %id, "version {version} stays on baseline code: {reason}");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the optimizing compiler thread: {e}");
+        }
     }
 
     /// Goes back to the version that ran before the current one, as a new
@@ -304,37 +347,96 @@ impl OperatorControl {
         origin: String,
         requested: Instant,
     ) -> Result<DeployReport, DeployError> {
-        let label = format!("{}@v{}", prepared.id, prepared.version);
-        // Everything that can fail on a bad version happens before the handover.
-        let mut instances = Vec::with_capacity(self.workers.len());
-        for _ in &self.workers {
-            let instance = OperatorInstance::new(
-                &prepared,
-                &self.config_json,
-                &self.limits,
-                Arc::clone(&self.metrics.counters),
-            )
-            .map_err(|e| self.refuse(&origin, format!("{e:#}")))?;
-            instances.push(instance);
-        }
-        let Some(first) = instances.first() else {
-            return Err(self.refuse(&origin, "the operator has no workers".to_owned()));
-        };
-        let (kind, state_version) = (first.kind, first.state_version);
-        if kind == StateKind::Keyed && self.key_by.is_none() {
-            return Err(self.refuse(
-                &origin,
-                format!("`{label}` is a keyed operator, but this operator has no `key_by`"),
-            ));
-        }
         let (replaced, old_state_version) = {
             let versions = self.versions();
             let active = &versions.history[versions.active];
             (active.prepared.version, active.state_version)
         };
+        let stats = Arc::new(VersionStats::default());
+        let handed = self
+            .hand_over(&prepared, &stats, old_state_version)
+            .map_err(|reason| self.refuse(&origin, reason))?;
+        let version = prepared.version;
+        let compile_ms = ms(prepared.compile_time);
+        let mut versions = self.versions();
+        versions.history.push(Version {
+            prepared,
+            state_version: handed.state_version,
+            deployed_at: SystemTime::now(),
+            requested_at: requested,
+            origin: origin.clone(),
+            stats,
+        });
+        versions.previous = Some(versions.active);
+        versions.active = versions.history.len() - 1;
+        let report = DeployReport {
+            operator: self.id.clone(),
+            version,
+            replaced,
+            state_version: handed.state_version,
+            migrated_keys: handed.migrated_keys,
+            migration_ms: ms(handed.migration),
+            compile_ms,
+            deploy_ms: ms(requested.elapsed()),
+        };
+        tracing::info!(operator = %self.id, "deployed version {version} ({origin}): {report:?}");
+        Ok(report)
+    }
+
+    /// Replaces the running version's baseline code with optimized code of
+    /// the same component: a swap with no migration and no new version.
+    fn tier_up(&self, optimized: PreparedOperator) -> Result<(), String> {
+        let (stats, state_version) = {
+            let versions = self.versions();
+            let active = &versions.history[versions.active];
+            if active.prepared.version != optimized.version
+                || active.prepared.content_hash != optimized.content_hash
+            {
+                return Ok(()); // replaced meanwhile: nothing to improve
+            }
+            (Arc::clone(&active.stats), active.state_version)
+        };
+        self.hand_over(&optimized, &stats, state_version)?;
+        let mut versions = self.versions();
+        let active = versions.active;
+        versions.history[active].prepared = optimized;
+        tracing::info!(operator = %self.id, "now on optimized code");
+        Ok(())
+    }
+
+    /// Instantiates `prepared` once per worker (running `init`), then hands
+    /// every worker over to it, migrating state from `old_state_version` if
+    /// its layout differs. Nothing changes unless every worker succeeds.
+    fn hand_over(
+        &self,
+        prepared: &PreparedOperator,
+        stats: &Arc<VersionStats>,
+        old_state_version: u32,
+    ) -> Result<HandOver, String> {
+        let label = format!("{}@v{}", prepared.id, prepared.version);
+        // Everything that can fail on a bad version happens before the handover.
+        let mut instances = Vec::with_capacity(self.workers.len());
+        for _ in &self.workers {
+            let instance = OperatorInstance::new(
+                prepared,
+                &self.config_json,
+                &self.limits,
+                Arc::clone(&self.metrics.counters),
+            )
+            .map_err(|e| format!("{e:#}"))?;
+            instances.push(instance);
+        }
+        let Some(first) = instances.first() else {
+            return Err("the operator has no workers".to_owned());
+        };
+        let (kind, state_version) = (first.kind, first.state_version);
+        if kind == StateKind::Keyed && self.key_by.is_none() {
+            return Err(format!(
+                "`{label}` is a keyed operator, but this operator has no `key_by`"
+            ));
+        }
         let migrate_from = (state_version != old_state_version).then_some(old_state_version);
 
-        let stats = Arc::new(VersionStats::default());
         let mut replies = Vec::with_capacity(self.workers.len());
         let mut verdicts = Vec::with_capacity(self.workers.len());
         for (worker, instance) in self.workers.iter().zip(instances) {
@@ -346,25 +448,28 @@ impl OperatorControl {
                 migrate_from,
                 reply,
                 verdict,
-                stats: Arc::clone(&stats),
+                stats: Arc::clone(stats),
             };
             let sent = worker
                 .upgrade()
                 .is_some_and(|w| w.blocking_send(Envelope::Swap(Box::new(order))).is_ok());
             if !sent {
-                return Err(self.refuse(&origin, "the pipeline has finished".to_owned()));
+                return Err("the pipeline has finished".to_owned());
             }
             replies.push(reply_rx);
             verdicts.push(verdict_tx);
         }
-        let mut migrated_keys = 0;
-        let mut migration = std::time::Duration::ZERO;
+        let mut handed = HandOver {
+            state_version,
+            migrated_keys: 0,
+            migration: std::time::Duration::ZERO,
+        };
         let mut refusal = None;
         for reply in replies {
             match reply.recv() {
                 Ok(SwapReply::Ready { keys, took }) => {
-                    migrated_keys += keys;
-                    migration = migration.max(took);
+                    handed.migrated_keys += keys;
+                    handed.migration = handed.migration.max(took);
                 }
                 Ok(SwapReply::Refused(reason)) => {
                     refusal.get_or_insert(reason);
@@ -378,38 +483,10 @@ impl OperatorControl {
         for verdict in verdicts {
             let _ = verdict.send(commit);
         }
-        if let Some(reason) = refusal {
-            return Err(self.refuse(
-                &origin,
-                format!("`{label}` cannot take over the state: {reason}"),
-            ));
+        match refusal {
+            Some(reason) => Err(format!("`{label}` cannot take over the state: {reason}")),
+            None => Ok(handed),
         }
-
-        let version = prepared.version;
-        let compile_ms = ms(prepared.compile_time);
-        let mut versions = self.versions();
-        versions.history.push(Version {
-            prepared,
-            state_version,
-            deployed_at: SystemTime::now(),
-            requested_at: requested,
-            origin: origin.clone(),
-            stats,
-        });
-        versions.previous = Some(versions.active);
-        versions.active = versions.history.len() - 1;
-        let report = DeployReport {
-            operator: self.id.clone(),
-            version,
-            replaced,
-            state_version,
-            migrated_keys,
-            migration_ms: ms(migration),
-            compile_ms,
-            deploy_ms: ms(requested.elapsed()),
-        };
-        tracing::info!(operator = %self.id, "deployed version {version} ({origin}): {report:?}");
-        Ok(report)
     }
 
     fn status(&self) -> OperatorStatus {
@@ -425,6 +502,11 @@ impl OperatorControl {
             state_version: active.state_version,
             deployed_at: rfc3339(active.deployed_at),
             origin: active.origin.clone(),
+            tier: match active.prepared.tier {
+                Tier::Optimized => "optimized",
+                Tier::Baseline => "baseline",
+            }
+            .to_owned(),
             parallelism: self.workers.len(),
             records_in: self.metrics.records_in.load(Ordering::Relaxed),
             records_out: self.metrics.records_out.load(Ordering::Relaxed),

@@ -51,7 +51,7 @@ pub fn watch(control: Arc<Control>, dir: &Path) -> Result<DeployWatcher> {
     Ok(DeployWatcher { _watcher: watcher })
 }
 
-fn deploy_file(control: &Control, path: &Path) {
+fn deploy_file(control: &Arc<Control>, path: &Path) {
     let (Some(id), Some("wasm")) = (
         path.file_stem().and_then(|s| s.to_str()),
         path.extension().and_then(|s| s.to_str()),

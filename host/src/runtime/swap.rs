@@ -73,7 +73,9 @@ impl VersionStats {
     }
 }
 
-/// Migrates every state of a worker with the new instance, in chunks.
+/// Migrates every state of a worker with the new instance, in chunks, and
+/// returns the new states in the map's iteration order (the map is not
+/// touched, so the old version can go on with it if the swap is refused).
 ///
 /// # Errors
 /// The reason, naming the first key that could not be migrated.
@@ -81,15 +83,13 @@ pub fn migrate_states(
     instance: &mut OperatorInstance,
     from: u32,
     values: &HashMap<String, Vec<u8>>,
-) -> Result<HashMap<String, Vec<u8>>, String> {
+) -> Result<Vec<Vec<u8>>, String> {
     let entries: Vec<(&String, &Vec<u8>)> = values.iter().collect();
-    let mut migrated = HashMap::with_capacity(values.len());
+    let mut migrated = Vec::with_capacity(values.len());
     for chunk in entries.chunks(MIGRATION_CHUNK) {
         let states: Vec<&[u8]> = chunk.iter().map(|(_, v)| v.as_slice()).collect();
         match instance.migrate(from, &states) {
-            Ok(new) if new.len() == chunk.len() => {
-                migrated.extend(chunk.iter().map(|(k, _)| (*k).clone()).zip(new));
-            }
+            Ok(new) if new.len() == chunk.len() => migrated.extend(new),
             Ok(new) => {
                 return Err(format!(
                     "`migrate` returned {} states for {} keys",

@@ -130,7 +130,10 @@ impl Worker {
                     if reply.send(ready).is_err() || verdict.recv() != Ok(true) {
                         return;
                     }
-                    self.values = migrated;
+                    // Same map, untouched since: same iteration order.
+                    for (state, new) in self.values.values_mut().zip(migrated) {
+                        *state = new;
+                    }
                 }
                 Err(reason) => {
                     let _ = reply.send(SwapReply::Refused(reason));

@@ -41,20 +41,35 @@ pub(crate) fn load_or_compile(
     let Some(dir) = dir else {
         return Ok((Component::from_binary(engine, bytes)?, false));
     };
-    let path = dir.join(format!("{content_hash}-{:016x}.cwasm", engine_key(engine)));
-    if path.exists() {
-        // SAFETY: the file was written by `Component::serialize` of an engine
-        // with the same compatibility hash (it is in the name), in a folder
-        // only Weir writes to; wasmtime still checks its header and version.
-        if let Ok(component) = unsafe { Component::deserialize_file(engine, &path) } {
-            return Ok((component, true));
-        }
+    if let Some(component) = load_cached(engine, Some(dir), content_hash) {
+        return Ok((component, true));
     }
+    let path = entry_path(engine, dir, content_hash);
     let component = Component::from_binary(engine, bytes)?;
     if let Ok(serialized) = component.serialize() {
         let _ = store_atomically(dir, &path, &serialized);
     }
     Ok((component, false))
+}
+
+fn entry_path(engine: &Engine, dir: &Path, content_hash: &str) -> PathBuf {
+    dir.join(format!("{content_hash}-{:016x}.cwasm", engine_key(engine)))
+}
+
+/// The cached compiled form of a module, if the cache has a loadable one.
+pub(crate) fn load_cached(
+    engine: &Engine,
+    dir: Option<&Path>,
+    content_hash: &str,
+) -> Option<Component> {
+    let path = entry_path(engine, dir?, content_hash);
+    if !path.exists() {
+        return None;
+    }
+    // SAFETY: the file was written by `Component::serialize` of an engine
+    // with the same compatibility hash (it is in the name), in a folder only
+    // Weir writes to; wasmtime still checks its header and version.
+    unsafe { Component::deserialize_file(engine, &path) }.ok()
 }
 
 fn store_atomically(dir: &Path, path: &Path, data: &[u8]) -> Result<()> {

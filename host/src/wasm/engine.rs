@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, OptLevel};
+use wasmtime::{Config, Engine, OptLevel, Strategy};
 
 use super::bindings::OperatorComponent;
 use super::host_state::HostState;
@@ -14,13 +14,32 @@ use super::host_state::HostState;
 /// How often the epoch advances: the granularity of call timeouts.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// One wasmtime engine for the whole process, with the host functions linked.
+/// The wasmtime engines of the process, with the host functions linked: the
+/// optimizing one (Cranelift) that runs operators, and a baseline one (Winch)
+/// that compiles several times faster, so a deploy of a never-seen component
+/// starts at once and moves to optimized code when it is ready.
 #[derive(Clone)]
 pub struct WasmEngine {
     pub(crate) engine: Engine,
     pub(crate) linker: Arc<Linker<HostState>>,
+    pub(crate) baseline: Option<(Engine, Arc<Linker<HostState>>)>,
     pub(crate) cache_dir: Option<PathBuf>,
     _ticker: Arc<EpochTicker>,
+}
+
+fn engine_with(strategy: Strategy) -> Result<(Engine, Arc<Linker<HostState>>)> {
+    let mut config = Config::new();
+    config
+        .strategy(strategy)
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .cranelift_opt_level(OptLevel::Speed)
+        .parallel_compilation(true);
+    let engine = Engine::new(&config)?;
+    let mut linker = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    OperatorComponent::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+    Ok((engine, Arc::new(linker)))
 }
 
 impl WasmEngine {
@@ -38,20 +57,19 @@ impl WasmEngine {
     /// # Errors
     /// When wasmtime cannot be configured on this machine.
     pub fn with_cache_dir(cache_dir: Option<PathBuf>) -> Result<Self> {
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .cranelift_opt_level(OptLevel::Speed)
-            .parallel_compilation(true);
-        let engine = Engine::new(&config)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        OperatorComponent::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-        let ticker = EpochTicker::start(engine.clone());
+        let (engine, linker) = engine_with(Strategy::Cranelift)?;
+        // Winch exists for x86-64 and aarch64 only; elsewhere every deploy
+        // compiles optimized code.
+        let baseline = engine_with(Strategy::Winch)
+            .map_err(|e| tracing::debug!("no baseline compiler: {e}"))
+            .ok();
+        let mut engines = vec![engine.clone()];
+        engines.extend(baseline.as_ref().map(|(e, _)| e.clone()));
+        let ticker = EpochTicker::start(engines);
         Ok(Self {
             engine,
-            linker: Arc::new(linker),
+            linker,
+            baseline,
             cache_dir,
             _ticker: Arc::new(ticker),
         })
@@ -63,13 +81,13 @@ impl WasmEngine {
     }
 }
 
-/// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+/// A thread that advances the engines' epoch every [`EPOCH_TICK`] until dropped.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> Self {
+    fn start(engines: Vec<Engine>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         std::thread::Builder::new()
@@ -77,7 +95,7 @@ impl EpochTicker {
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    engines.iter().for_each(Engine::increment_epoch);
                 }
             })
             .map(|_| ())

@@ -19,4 +19,4 @@ pub use convert::{DecodedOutput, KeyGroupArg};
 pub use engine::WasmEngine;
 pub use host_state::MapStore;
 pub use instance::{CallError, MigrateError, OperatorInstance};
-pub use prepare::{PreparedOperator, StateKind};
+pub use prepare::{PreparedOperator, StateKind, Tier};

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
-use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker};
 
 use super::bindings::OperatorComponentPre;
 use super::engine::WasmEngine;
@@ -19,6 +19,16 @@ pub enum StateKind {
     Stateless,
     /// A keyed process function.
     Keyed,
+}
+
+/// Which compiler made a prepared operator's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Cranelift: the code operators run on.
+    Optimized,
+    /// Winch: compiled several times faster, runs slower; a deploy starts on
+    /// it when no optimized code is cached, and moves on when that is ready.
+    Baseline,
 }
 
 /// A component that was validated, compiled and linked: instantiating it is
@@ -37,6 +47,8 @@ pub struct PreparedOperator {
     pub from_cache: bool,
     /// Time spent compiling or loading from the cache.
     pub compile_time: Duration,
+    /// Which compiler made the code.
+    pub tier: Tier,
     pub(crate) pre: OperatorComponentPre<HostState>,
     pub(crate) exports: ExportIndices,
 }
@@ -80,30 +92,98 @@ impl WasmEngine {
             bytes,
         )
         .map_err(|e| anyhow!("{}: invalid component: {e:#}", context()))?;
-        let compile_time = started.elapsed();
-        let exports = export_indices(&component).with_context(context)?;
-        let instance_pre: InstancePre<HostState> = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| anyhow!("{}: cannot link the component: {e:#}", context()))?;
-        let pre = OperatorComponentPre::new(instance_pre).map_err(|e| {
-            anyhow!(
-                "{}: the component does not implement the `weir:operator/operator-component` \
-                 world: {e:#}",
-                context()
-            )
-        })?;
-        Ok(PreparedOperator {
-            id: id.to_owned(),
-            version,
+        let compiled = Compiled {
             content_hash,
             size: bytes.len(),
             from_cache,
-            compile_time,
-            pre,
-            exports,
-        })
+            compile_time: started.elapsed(),
+            tier: Tier::Optimized,
+        };
+        link(&self.linker, &component, id, version, compiled)
     }
+
+    /// Like [`WasmEngine::prepare`], for a deploy into a running pipeline:
+    /// optimized code when the cache has it (`weir build` fills it), else
+    /// baseline code, compiled several times faster, to run until
+    /// [`WasmEngine::prepare`] has the optimized code ready.
+    ///
+    /// # Errors
+    /// As [`WasmEngine::prepare`].
+    pub fn prepare_for_deploy(
+        &self,
+        id: &str,
+        version: u32,
+        bytes: &[u8],
+    ) -> Result<PreparedOperator> {
+        let Some((baseline, linker)) = &self.baseline else {
+            return self.prepare(id, version, bytes);
+        };
+        check_is_component(bytes)
+            .with_context(|| format!("operator `{id}` (version {version})"))?;
+        let content_hash = hex::encode(Sha256::digest(bytes));
+        if super::cache::load_cached(&self.engine, self.cache_dir.as_deref(), &content_hash)
+            .is_some()
+        {
+            return self.prepare(id, version, bytes);
+        }
+        let started = std::time::Instant::now();
+        match Component::from_binary(baseline, bytes) {
+            Ok(component) => {
+                let compiled = Compiled {
+                    content_hash,
+                    size: bytes.len(),
+                    from_cache: false,
+                    compile_time: started.elapsed(),
+                    tier: Tier::Baseline,
+                };
+                link(linker, &component, id, version, compiled)
+            }
+            // Anything the baseline compiler cannot take, the optimizing one
+            // compiles (or explains).
+            Err(_) => self.prepare(id, version, bytes),
+        }
+    }
+}
+
+/// What compiling produced, before linking.
+struct Compiled {
+    content_hash: String,
+    size: usize,
+    from_cache: bool,
+    compile_time: Duration,
+    tier: Tier,
+}
+
+fn link(
+    linker: &Linker<HostState>,
+    component: &Component,
+    id: &str,
+    version: u32,
+    compiled: Compiled,
+) -> Result<PreparedOperator> {
+    let context = || format!("operator `{id}` (version {version})");
+    let exports = export_indices(component).with_context(context)?;
+    let instance_pre: InstancePre<HostState> = linker
+        .instantiate_pre(component)
+        .map_err(|e| anyhow!("{}: cannot link the component: {e:#}", context()))?;
+    let pre = OperatorComponentPre::new(instance_pre).map_err(|e| {
+        anyhow!(
+            "{}: the component does not implement the `weir:operator/operator-component` \
+             world: {e:#}",
+            context()
+        )
+    })?;
+    Ok(PreparedOperator {
+        id: id.to_owned(),
+        version,
+        content_hash: compiled.content_hash,
+        size: compiled.size,
+        from_cache: compiled.from_cache,
+        compile_time: compiled.compile_time,
+        tier: compiled.tier,
+        pre,
+        exports,
+    })
 }
 
 fn export_indices(component: &Component) -> Result<ExportIndices> {
