@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use weir::control::OperatorStatus;
 use weir::control::client::AdminClient;
 
-use crate::support::{read_jsonl, repo, run, run_ok, s, weir, with_custom_section};
+use crate::support::{build_wasm, read_jsonl, repo, run, run_ok, s, weir, with_custom_section};
 
 const KEYS: i64 = 16;
 
@@ -32,6 +32,7 @@ fn build(name: &str) -> PathBuf {
 /// `{"key", "seq"}` rounds to its stdin until told to stop.
 struct LiveRun {
     dir: tempfile::TempDir,
+    deploy_dir: PathBuf,
     child: Child,
     admin: AdminClient,
     address: String,
@@ -42,7 +43,33 @@ struct LiveRun {
 }
 
 impl LiveRun {
-    fn start(v1: &Path, parallelism: usize) -> Self {
+    /// The counter pipeline of `examples/hot-swap` as it is (4 workers, its
+    /// own deploy folder), with the output in a temporary folder.
+    fn example() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let example = repo().join("examples/hot-swap");
+        let deploy_dir = example.join("deploy");
+        let _ = std::fs::remove_dir_all(&deploy_dir);
+        let (out, dead) = (
+            dir.path().join("out.jsonl"),
+            dir.path().join("dead-letter.jsonl"),
+        );
+        let pipeline = example.join("pipeline.toml");
+        let args = [
+            "run",
+            s(&pipeline),
+            "--output",
+            s(&out),
+            "--dead-letter",
+            s(&dead),
+            "--admin",
+            "127.0.0.1:0",
+        ];
+        Self::start(dir, &args, deploy_dir)
+    }
+
+    /// A pipeline written for the test, with `parallelism` workers.
+    fn with_workers(v1: &Path, parallelism: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pipeline = dir.path().join("pipeline.toml");
         std::fs::write(
@@ -71,8 +98,14 @@ path = "dead-letter.jsonl"
             ),
         )
         .unwrap();
+        let deploy_dir = dir.path().join("deploy");
+        Self::start(dir, &["run", s(&pipeline)], deploy_dir)
+    }
+
+    fn start(dir: tempfile::TempDir, args: &[&str], deploy_dir: PathBuf) -> Self {
         let mut child = weir()
-            .args(["run", s(&pipeline)])
+            .args(args)
+            .current_dir(repo())
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -118,6 +151,7 @@ path = "dead-letter.jsonl"
             admin: AdminClient::new(address.parse().unwrap()),
             address,
             dir,
+            deploy_dir,
             child,
             round,
             stop,
@@ -159,7 +193,7 @@ path = "dead-letter.jsonl"
     }
 
     fn deploy_dir(&self) -> PathBuf {
-        self.dir.path().join("deploy")
+        self.deploy_dir.clone()
     }
 
     /// Stops the input, waits for a clean exit and returns the output records.
@@ -219,11 +253,9 @@ fn check_output(records: &[Value], fed_rounds: i64, v2_from_round: i64) {
     }
 }
 
-fn swap_under_load(parallelism: usize) {
-    let v1 = build("counter-v1");
+fn swap_under_load(live: LiveRun) {
     let v2 = build("counter-v2");
     let broken = build("counter-broken");
-    let live = LiveRun::start(&v1, parallelism);
     live.flow(500);
 
     // v1 → v2 through the CLI and the admin API: the state is migrated.
@@ -252,6 +284,28 @@ fn swap_under_load(parallelism: usize) {
     );
     assert_eq!(live.status().version, 2);
 
+    // Files that are not operator components, through the API.
+    for (bytes, expected) in [
+        (b"hello".to_vec(), "not a WebAssembly file"),
+        (
+            b"\0asm\x01\0\0\0".to_vec(),
+            "core WebAssembly module, not a component",
+        ),
+        (
+            std::fs::read(build_wasm("not-an-operator")).unwrap(),
+            "does not export `weir:operator/operator@0.1.0`",
+        ),
+    ] {
+        let error = live
+            .admin
+            .deploy("counter", &bytes)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(expected), "{error}");
+    }
+    let error = live.admin.deploy("nope", b"x").unwrap_err().to_string();
+    assert!(error.contains("no operator `nope`"), "{error}");
+    assert_eq!(live.status().version, 2);
     // A version whose init traps, dropped atomically in the deploy folder:
     // refused, shown by `weir status`, nothing changes.
     let part = live.deploy_dir().join("counter.wasm.part");
@@ -315,10 +369,10 @@ fn swap_under_load(parallelism: usize) {
 
 #[test]
 fn swaps_keep_every_count_with_one_worker() {
-    swap_under_load(1);
+    swap_under_load(LiveRun::with_workers(&build("counter-v1"), 1));
 }
 
 #[test]
-fn swaps_keep_every_count_with_four_workers() {
-    swap_under_load(4);
+fn swaps_keep_every_count_in_the_example_with_four_workers() {
+    swap_under_load(LiveRun::example());
 }

@@ -2,9 +2,8 @@
 //! with a message that names the file, line, field or operator.
 
 use std::path::Path;
-use std::process::Command;
 
-use crate::support::{repo, run_err, s};
+use crate::support::{build_wasm, run_err, s};
 
 fn pipeline_with_module(dir: &Path, module: &Path) -> std::path::PathBuf {
     let file = dir.join("pipeline.toml");
@@ -45,22 +44,8 @@ fn a_core_module_is_refused() {
 
 #[test]
 fn a_component_of_another_world_is_refused() {
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--target",
-            "wasm32-wasip2",
-            "-p",
-            "not-an-operator",
-        ])
-        .current_dir(repo())
-        .status()
-        .unwrap();
-    assert!(status.success());
     let dir = tempfile::tempdir().unwrap();
-    let module = repo().join("target/wasm32-wasip2/release/not-an-operator.wasm");
+    let module = build_wasm("not-an-operator");
     let err = run_err(&["check", s(&pipeline_with_module(dir.path(), &module))]);
     assert!(err.contains("operator `enrich`"), "{err}");
     assert!(

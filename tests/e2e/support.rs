@@ -106,3 +106,23 @@ pub fn with_custom_section(component: &[u8], tag: &str) -> Vec<u8> {
     out.extend_from_slice(&payload);
     out
 }
+
+/// Builds workspace crate `package` for the guest target and returns its
+/// component (cargo's file name keeps the package's dashes).
+pub fn build_wasm(package: &str) -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            package,
+        ])
+        .current_dir(repo())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {package} failed");
+    repo().join(format!("target/wasm32-wasip2/release/{package}.wasm"))
+}
