@@ -4,7 +4,7 @@
 //! build (unit tests, benchmarks) the same calls go to an in-memory host kept
 //! per thread, so an operator crate behaves the same without Wasm.
 
-use crate::abi::types::TimeDomain;
+use crate::abi::types::{RowTimes, TimeDomain};
 pub use crate::abi::weir::operator::host::LogLevel;
 
 #[cfg(target_arch = "wasm32")]
@@ -30,6 +30,9 @@ mod imp {
     pub fn current_time(domain: TimeDomain) -> i64 {
         wit::current_time(domain)
     }
+    pub fn event_times() -> RowTimes {
+        wit::event_times()
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -44,6 +47,8 @@ mod imp {
         pub maps: HashMap<(String, String), BTreeMap<Vec<u8>, Vec<u8>>>,
         pub counters: HashMap<String, i64>,
         pub watermark: i64,
+        /// Event times and arrival watermarks of the current batch's rows.
+        pub event_times: (Vec<i64>, Vec<i64>),
     }
 
     thread_local! {
@@ -81,6 +86,12 @@ mod imp {
                 .get(&(key.to_owned(), map.to_owned()))
                 .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                 .unwrap_or_default()
+        })
+    }
+    pub fn event_times() -> RowTimes {
+        NATIVE.with_borrow(|h| RowTimes {
+            times: h.event_times.0.clone(),
+            watermarks: h.event_times.1.clone(),
         })
     }
     pub fn current_time(domain: TimeDomain) -> i64 {

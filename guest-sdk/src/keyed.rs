@@ -19,6 +19,8 @@ pub struct Keyed<'k, S> {
     pub(crate) emitter: &'k mut Emitter,
     pub(crate) timers: &'k mut Vec<TimerRequest>,
     pub(crate) timer: Option<(TimeDomain, i64)>,
+    pub(crate) time: Option<i64>,
+    pub(crate) arrival_watermark: Option<i64>,
 }
 
 /// A key's value state while a batch is processed.
@@ -107,14 +109,23 @@ impl<S: Default> Keyed<'_, S> {
         self.timer_request(TimeDomain::ProcessingTime, time_ms, true)
     }
 
-    /// The current event-time watermark, epoch milliseconds.
+    /// The event-time watermark (epoch ms) for the record being processed:
+    /// the operator's, or the one the record arrived under if that is later
+    /// (so lateness does not depend on how records were batched).
     pub fn watermark(&self) -> i64 {
-        host::current_time(TimeDomain::EventTime)
+        let current = host::current_time(TimeDomain::EventTime);
+        self.arrival_watermark.map_or(current, |w| w.max(current))
     }
 
     /// The host's wall clock, epoch milliseconds.
     pub fn processing_time(&self) -> i64 {
         host::current_time(TimeDomain::ProcessingTime)
+    }
+
+    /// The event time (epoch ms) of the record being processed, as the
+    /// pipeline's source declared it; in a timer function, the timer's time.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.time
     }
 
     /// In a timer function: the domain and time of the timer that fired.

@@ -44,12 +44,14 @@ mod keyed;
 mod operators;
 mod ser;
 pub mod testing;
+pub mod windows;
 
 pub use batch::BatchView;
 pub use error::Error;
 pub use keyed::{Keyed, MapState};
 pub use operators::{IntoRecords, MAIN_OUTPUT, Operator};
-pub use weir_guest_macros::{filter, filter_map, flat_map, keyed, map};
+pub use weir_guest_macros::{filter, filter_map, flat_map, keyed, map, window};
+pub use windows::Window;
 
 /// Logs a message through the host, tagged with the operator id and version.
 pub fn log(level: LogLevel, message: &str) {
@@ -95,6 +97,7 @@ pub mod __private {
     pub use crate::operators::{
         Emitter, IntoRecords, KeyedFn, KeyedOp, RowFn, Stateless, export_glue, migrate_with,
     };
+    pub use serde_json;
     pub use wit_bindgen;
 }
 

@@ -395,6 +395,7 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
         let mut emitter = Emitter::new();
         let mut rejected = Vec::new();
         let mut timers: Vec<TimerRequest> = Vec::new();
+        let times = crate::host::event_times();
         for (row, &g) in row_group.iter().enumerate() {
             let Some(group) = groups.get(g as usize) else {
                 continue;
@@ -409,6 +410,8 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
                 emitter: &mut emitter,
                 timers: &mut timers,
                 timer: None,
+                time: times.times.get(row).copied(),
+                arrival_watermark: times.watermarks.get(row).copied(),
             };
             if let Err(e) = self.0.call(&view, row, &mut ctx) {
                 emitter.rollback(mark);
@@ -434,9 +437,10 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
     ) -> Result<Output, String> {
         let mut states = load_states::<F::State>(&groups)?;
         let mut emitter = Emitter::new();
-        emitter.row = u32::MAX;
         let mut timers = Vec::new();
-        for timer in &fired {
+        for (index, timer) in fired.iter().enumerate() {
+            // What a timer emits has the timer's time as its event time.
+            emitter.row = index as u32;
             let group = groups
                 .get(timer.group as usize)
                 .ok_or_else(|| format!("timer for unknown key group {}", timer.group))?;
@@ -447,6 +451,8 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
                 emitter: &mut emitter,
                 timers: &mut timers,
                 timer: Some((timer.domain, timer.time)),
+                time: Some(timer.time),
+                arrival_watermark: None,
             };
             self.0
                 .on_timer(&mut ctx)

@@ -59,6 +59,210 @@ pub fn keyed(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
+/// An event-time window aggregate: `fn(&mut Acc, In)` (or returning
+/// `Result<(), E>`) adds a record to a window's accumulator `Acc: Default`.
+///
+/// Options: one of `tumbling = "1d"`, `sliding = "1m", every = "10s"` or
+/// `session = "5m"` (then `merge = fn(&mut Acc, Acc)`); `result = path` to a
+/// `fn(&str, Window, &Acc) -> R` (`Option` of a record, `Vec`, or a `Result`
+/// of one) emitted when
+/// the watermark passes the window's end; `allowed_lateness = "0s"`;
+/// `late = "late"` (the side output for records later than that);
+/// `state_version = N`. Keyed by the pipeline's `key_by`, or global without one.
+#[proc_macro_attribute]
+pub fn window(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let function = parse_macro_input!(item as ItemFn);
+    match window_impl(attr.into(), &function) {
+        Ok(generated) => quote!(#function #generated).into(),
+        Err(e) => {
+            let e = e.to_compile_error();
+            quote!(#function #e).into()
+        }
+    }
+}
+
+/// Milliseconds of a duration such as `500ms`, `10s`, `5m`, `2h` or `1d`.
+fn parse_millis(lit: &syn::LitStr) -> syn::Result<i64> {
+    let text = lit.value();
+    let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
+    let unit = &text[digits.len()..];
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| syn::Error::new_spanned(lit, "expected a duration such as \"10s\""))?;
+    let scale = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(syn::Error::new_spanned(
+                lit,
+                "expected a unit: ms, s, m, h or d",
+            ));
+        }
+    };
+    Ok(n * scale)
+}
+
+fn window_impl(attr: Tokens, function: &ItemFn) -> syn::Result<Tokens> {
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
+    let (mut tumbling, mut sliding, mut every, mut session) = (None, None, None, None);
+    let (mut lateness, mut late, mut result, mut merge, mut version) =
+        (0i64, "late".to_owned(), None, None, 1u32);
+    for meta in metas {
+        let Meta::NameValue(nv) = &meta else {
+            return Err(syn::Error::new_spanned(meta, "expected `name = value`"));
+        };
+        let key = nv
+            .path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
+        let text = |v: &Expr| match v {
+            Expr::Lit(syn::ExprLit {
+                lit: Lit::Str(s), ..
+            }) => Ok(s.clone()),
+            other => Err(syn::Error::new_spanned(other, "expected a string")),
+        };
+        match key.as_str() {
+            "tumbling" => tumbling = Some(parse_millis(&text(&nv.value)?)?),
+            "sliding" => sliding = Some(parse_millis(&text(&nv.value)?)?),
+            "every" => every = Some(parse_millis(&text(&nv.value)?)?),
+            "session" => session = Some(parse_millis(&text(&nv.value)?)?),
+            "allowed_lateness" => lateness = parse_millis(&text(&nv.value)?)?,
+            "late" => late = text(&nv.value)?.value(),
+            "result" | "merge" => {
+                let Expr::Path(p) = &nv.value else {
+                    return Err(syn::Error::new_spanned(
+                        &nv.value,
+                        "expected a function path",
+                    ));
+                };
+                if key == "result" {
+                    result = Some(p.path.clone());
+                } else {
+                    merge = Some(p.path.clone());
+                }
+            }
+            "state_version" => match &nv.value {
+                Expr::Lit(syn::ExprLit {
+                    lit: Lit::Int(i), ..
+                }) => version = i.base10_parse()?,
+                other => return Err(syn::Error::new_spanned(other, "expected an integer")),
+            },
+            _ => {
+                return Err(syn::Error::new_spanned(
+                    &nv.path,
+                    "expected `tumbling`, `sliding`, `every`, `session`, `allowed_lateness`, \
+                     `late`, `result`, `merge` or `state_version`",
+                ));
+            }
+        }
+    }
+    let span = function.sig.ident.span();
+    let kind = match (tumbling, sliding, every, session) {
+        (Some(size), None, None, None) if size > 0 => {
+            quote!(::weir_guest::windows::WindowKind::Tumbling { size: #size })
+        }
+        (None, Some(size), Some(slide), None) if size > 0 && slide > 0 => {
+            quote!(::weir_guest::windows::WindowKind::Sliding { size: #size, slide: #slide })
+        }
+        (None, None, None, Some(gap)) if gap > 0 => {
+            if merge.is_none() {
+                return Err(syn::Error::new(
+                    span,
+                    "a session window needs `merge = path`",
+                ));
+            }
+            quote!(::weir_guest::windows::WindowKind::Session { gap: #gap })
+        }
+        _ => {
+            return Err(syn::Error::new(
+                span,
+                "give one of `tumbling = \"1d\"`, `sliding = \"1m\", every = \"10s\"` or \
+                 `session = \"5m\"` (non-zero)",
+            ));
+        }
+    };
+    let Some(result) = result else {
+        return Err(syn::Error::new(span, "a window needs `result = path`"));
+    };
+    let args = typed_args(function);
+    let [acc_arg, input_arg] = args.as_slice() else {
+        return Err(syn::Error::new_spanned(
+            &function.sig,
+            "a window's add function takes `&mut Acc` and the input record",
+        ));
+    };
+    let acc_ty = match &*acc_arg.ty {
+        Type::Reference(r) if r.mutability.is_some() => (*r.elem).clone(),
+        other => {
+            return Err(syn::Error::new_spanned(other, "expected `&mut Acc`"));
+        }
+    };
+    let (input_ty, by_ref) = input_type(input_arg);
+    let pass = if by_ref {
+        quote!(&input)
+    } else {
+        quote!(input)
+    };
+    let name = &function.sig.ident;
+    let merge = match merge {
+        Some(path) => quote!(::core::option::Option::Some(#path)),
+        None => quote!(::core::option::Option::None),
+    };
+    Ok(quote! {
+        #[doc(hidden)]
+        struct __WeirWindowFn;
+
+        const __WEIR_WINDOW: ::weir_guest::windows::WindowSpec = ::weir_guest::windows::WindowSpec {
+            kind: #kind,
+            allowed_lateness: #lateness,
+            late_output: #late,
+        };
+
+        impl ::weir_guest::__private::KeyedFn for __WeirWindowFn {
+            type State = ::weir_guest::windows::WindowState<#acc_ty>;
+            const STATE_VERSION: u32 = #version;
+
+            fn call(
+                &mut self,
+                view: &::weir_guest::BatchView<'_>,
+                row: usize,
+                ctx: &mut ::weir_guest::Keyed<'_, Self::State>,
+            ) -> ::core::result::Result<(), ::weir_guest::Error> {
+                ::weir_guest::windows::add_record(
+                    &__WEIR_WINDOW,
+                    ctx,
+                    |acc| {
+                        let input: #input_ty = view.record(row)?;
+                        ::weir_guest::windows::AddOutcome::into_result(#name(acc, #pass))
+                    },
+                    #merge,
+                    #result,
+                    || view.record::<::weir_guest::__private::serde_json::Value>(row),
+                )
+            }
+
+            fn on_timer(
+                &mut self,
+                ctx: &mut ::weir_guest::Keyed<'_, Self::State>,
+            ) -> ::core::result::Result<(), ::weir_guest::Error> {
+                ::weir_guest::windows::fire(&__WEIR_WINDOW, ctx, #result)
+            }
+        }
+
+        /// This crate's operator as a value, to run it natively (tests, benchmarks).
+        pub fn weir_operator() -> ::std::boxed::Box<dyn ::weir_guest::Operator> {
+            ::std::boxed::Box::new(::weir_guest::__private::KeyedOp(__WeirWindowFn))
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        ::weir_guest::__weir_export!(weir_operator);
+    })
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Map,

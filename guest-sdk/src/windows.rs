@@ -1,0 +1,308 @@
+//! Event-time windows built on keyed state and timers, as Flink's window
+//! operator is: each key keeps its open windows' accumulators in its value
+//! state, and an event-time timer at each window's end emits its result.
+//!
+//! The `#[weir_guest::window]` attribute turns an `add` function into such an
+//! operator; this module is what it runs.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::keyed::Keyed;
+use crate::operators::IntoRecords;
+
+/// A window: event times from `start` (inclusive) to `end` (exclusive), epoch ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// First millisecond of the window.
+    pub start: i64,
+    /// First millisecond after the window.
+    pub end: i64,
+}
+
+impl Window {
+    /// The last event time in the window: when its timer fires.
+    pub fn max_timestamp(&self) -> i64 {
+        self.end - 1
+    }
+}
+
+/// How records are assigned to windows.
+#[derive(Debug, Clone, Copy)]
+pub enum WindowKind {
+    /// Fixed, non-overlapping windows of `size` ms, aligned to the epoch.
+    Tumbling {
+        /// Window length, ms.
+        size: i64,
+    },
+    /// Windows of `size` ms starting every `slide` ms (a record is in
+    /// `size / slide` of them).
+    Sliding {
+        /// Window length, ms.
+        size: i64,
+        /// Distance between window starts, ms.
+        slide: i64,
+    },
+    /// Per key, activity separated by at least `gap` ms of silence.
+    Session {
+        /// Silence that closes a session, ms.
+        gap: i64,
+    },
+}
+
+/// A window operator's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowSpec {
+    /// How records are assigned to windows.
+    pub kind: WindowKind,
+    /// How long after a window's end late records still update it (ms).
+    pub allowed_lateness: i64,
+    /// The side output that gets records later than that.
+    pub late_output: &'static str,
+}
+
+/// The open windows of one key (the operator's value state).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WindowState<A> {
+    panes: Vec<Pane<A>>,
+}
+
+impl<A> Default for WindowState<A> {
+    fn default() -> Self {
+        Self { panes: Vec::new() }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Pane<A> {
+    start: i64,
+    end: i64,
+    acc: A,
+    fired: bool,
+}
+
+impl<A> Pane<A> {
+    fn window(&self) -> Window {
+        Window {
+            start: self.start,
+            end: self.end,
+        }
+    }
+}
+
+/// What an `add` function may return: nothing, or a `Result`.
+pub trait AddOutcome {
+    /// As a `Result`.
+    ///
+    /// # Errors
+    /// The `Err` of the function.
+    fn into_result(self) -> Result<(), Error>;
+}
+
+impl AddOutcome for () {
+    fn into_result(self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+impl<E: std::fmt::Display> AddOutcome for Result<(), E> {
+    fn into_result(self) -> Result<(), Error> {
+        self.map_err(|e| Error::new(e.to_string()))
+    }
+}
+
+impl WindowSpec {
+    fn assign(&self, time: i64) -> Vec<Window> {
+        match self.kind {
+            WindowKind::Tumbling { size } => {
+                let start = time - time.rem_euclid(size);
+                vec![Window {
+                    start,
+                    end: start + size,
+                }]
+            }
+            WindowKind::Sliding { size, slide } => {
+                let last = time - time.rem_euclid(slide);
+                let mut windows = Vec::new();
+                let mut start = last;
+                while start > time - size {
+                    windows.push(Window {
+                        start,
+                        end: start + size,
+                    });
+                    start -= slide;
+                }
+                windows.reverse();
+                windows
+            }
+            WindowKind::Session { gap } => vec![Window {
+                start: time,
+                end: time + gap,
+            }],
+        }
+    }
+
+    /// Whether a window can no longer change at watermark `watermark`.
+    fn expired(&self, window: Window, watermark: i64) -> bool {
+        window.max_timestamp().saturating_add(self.allowed_lateness) <= watermark
+    }
+}
+
+/// Adds the current record to its windows. A record all of whose windows
+/// have expired goes to the late output (`late` gives it as JSON); an update
+/// of a window that already fired emits its result again.
+///
+/// # Errors
+/// When `add`, `merge`, `result` or an emit fails.
+pub fn add_record<A: Default, R: IntoRecords>(
+    spec: &WindowSpec,
+    ctx: &mut Keyed<'_, WindowState<A>>,
+    mut add: impl FnMut(&mut A) -> Result<(), Error>,
+    merge: Option<fn(&mut A, A)>,
+    result: impl Fn(&str, Window, &A) -> R,
+    late: impl FnOnce() -> Result<serde_json::Value, Error>,
+) -> Result<(), Error> {
+    let time = ctx
+        .timestamp()
+        .ok_or_else(|| Error::new("a window operator needs the source's `event_time`"))?;
+    let watermark = ctx.watermark();
+    let windows: Vec<Window> = spec
+        .assign(time)
+        .into_iter()
+        .filter(|w| !spec.expired(*w, watermark))
+        .collect();
+    if windows.is_empty() {
+        let record = late()?;
+        return ctx.emit_to(spec.late_output, &record);
+    }
+    let key = ctx.key().to_owned();
+    let mut updated = Vec::new();
+    let mut timers = Vec::new();
+    {
+        let state = ctx.state();
+        for window in windows {
+            let index = match (spec.kind, merge) {
+                (WindowKind::Session { .. }, Some(merge)) => {
+                    merge_session(state, window, merge, &mut timers)
+                }
+                _ => find_or_open(state, window, &mut timers),
+            };
+            let pane = &mut state.panes[index];
+            add(&mut pane.acc)?;
+            if pane.fired {
+                updated.push(index);
+            }
+        }
+    }
+    for (time, register) in timers {
+        if register {
+            ctx.register_event_timer(time);
+        } else {
+            ctx.delete_event_timer(time);
+        }
+    }
+    for index in updated {
+        let out = {
+            let pane = &ctx.state().panes[index];
+            result(&key, pane.window(), &pane.acc)
+        };
+        out.emit_into(ctx.__emitter())?;
+    }
+    Ok(())
+}
+
+fn find_or_open<A: Default>(
+    state: &mut WindowState<A>,
+    window: Window,
+    timers: &mut Vec<(i64, bool)>,
+) -> usize {
+    if let Some(i) = state
+        .panes
+        .iter()
+        .position(|p| p.start == window.start && p.end == window.end)
+    {
+        return i;
+    }
+    timers.push((window.max_timestamp(), true));
+    state.panes.push(Pane {
+        start: window.start,
+        end: window.end,
+        acc: A::default(),
+        fired: false,
+    });
+    state.panes.len() - 1
+}
+
+/// Merges a new session window with every open one it overlaps.
+fn merge_session<A: Default>(
+    state: &mut WindowState<A>,
+    window: Window,
+    merge: fn(&mut A, A),
+    timers: &mut Vec<(i64, bool)>,
+) -> usize {
+    let mut merged = Pane {
+        start: window.start,
+        end: window.end,
+        acc: A::default(),
+        fired: false,
+    };
+    let mut kept = Vec::with_capacity(state.panes.len());
+    for pane in state.panes.drain(..) {
+        if pane.start < merged.end && merged.start < pane.end {
+            merged.start = merged.start.min(pane.start);
+            merged.end = merged.end.max(pane.end);
+            merged.fired |= pane.fired;
+            timers.push((pane.end - 1, false));
+            merge(&mut merged.acc, pane.acc);
+        } else {
+            kept.push(pane);
+        }
+    }
+    timers.push((merged.end - 1, true));
+    kept.push(merged);
+    state.panes = kept;
+    state.panes.len() - 1
+}
+
+/// Runs in the timer function: emits the result of every window whose end
+/// the watermark passed, and drops windows past their allowed lateness.
+///
+/// # Errors
+/// When `result` or an emit fails.
+pub fn fire<A: Default, R: IntoRecords>(
+    spec: &WindowSpec,
+    ctx: &mut Keyed<'_, WindowState<A>>,
+    result: impl Fn(&str, Window, &A) -> R,
+) -> Result<(), Error> {
+    let Some((_, time)) = ctx.fired_timer() else {
+        return Ok(());
+    };
+    let key = ctx.key().to_owned();
+    let mut outs = Vec::new();
+    let mut cleanup = Vec::new();
+    {
+        let state = ctx.state();
+        for pane in &mut state.panes {
+            if !pane.fired && pane.end - 1 <= time {
+                pane.fired = true;
+                outs.push(result(&key, pane.window(), &pane.acc));
+                if spec.allowed_lateness > 0 {
+                    cleanup.push((pane.end - 1).saturating_add(spec.allowed_lateness));
+                }
+            }
+        }
+        state
+            .panes
+            .retain(|p| !(p.fired && spec.expired(p.window(), time)));
+    }
+    if ctx.get().is_some_and(|s| s.panes.is_empty()) {
+        ctx.clear();
+    }
+    for time in cleanup {
+        ctx.register_event_timer(time);
+    }
+    for out in outs {
+        out.emit_into(ctx.__emitter())?;
+    }
+    Ok(())
+}
