@@ -143,7 +143,7 @@ fn q1(c: &mut Criterion) {
     let mut group = c.benchmark_group("q1 batch of 1024");
     group.throughput(Throughput::Elements(ROWS as u64));
     group.bench_function("wasm", |b| {
-        b.iter(|| wasm.process(&batch, &[], &mut maps).unwrap())
+        b.iter(|| wasm.process(&batch, None, &[], &mut maps).unwrap())
     });
     group.bench_function("native", |b| {
         b.iter(|| {
@@ -216,7 +216,7 @@ fn sales(c: &mut Criterion) {
                     state: state.get(key).map(Vec::as_slice),
                 })
                 .collect();
-            let output = wasm.process(&batch, &args, &mut maps).unwrap();
+            let output = wasm.process(&batch, None, &args, &mut maps).unwrap();
             for (g, value) in output.state_updates {
                 state.insert(groups[g as usize].0.clone(), value.unwrap());
             }

@@ -48,6 +48,9 @@ pub enum SourceConfig {
         /// Name used in dead-letter entries (default: the type).
         #[serde(default)]
         name: Option<String>,
+        /// The event time of its records, if the pipeline works in event time.
+        #[serde(default)]
+        event_time: Option<EventTimeConfig>,
         /// The file, relative to the pipeline file.
         path: PathBuf,
     },
@@ -56,6 +59,9 @@ pub enum SourceConfig {
         /// Name used in dead-letter entries (default: the type).
         #[serde(default)]
         name: Option<String>,
+        /// The event time of its records, if the pipeline works in event time.
+        #[serde(default)]
+        event_time: Option<EventTimeConfig>,
         /// The file, relative to the pipeline file.
         path: PathBuf,
     },
@@ -64,6 +70,9 @@ pub enum SourceConfig {
         /// Name used in dead-letter entries (default: the type).
         #[serde(default)]
         name: Option<String>,
+        /// The event time of its records, if the pipeline works in event time.
+        #[serde(default)]
+        event_time: Option<EventTimeConfig>,
         /// `jsonl` (default) or `csv`.
         #[serde(default)]
         format: Format,
@@ -73,6 +82,9 @@ pub enum SourceConfig {
         /// Name used in dead-letter entries (default: the type).
         #[serde(default)]
         name: Option<String>,
+        /// The event time of its records, if the pipeline works in event time.
+        #[serde(default)]
+        event_time: Option<EventTimeConfig>,
         /// Number of events (all three kinds together).
         events: u64,
         /// Seed of the deterministic generator (default 42).
@@ -82,6 +94,24 @@ pub enum SourceConfig {
         #[serde(default = "nexmark_rate")]
         rate: u64,
     },
+}
+
+/// Where a source's records keep their event time, and how late they may
+/// arrive: the watermark trails the largest event time seen by
+/// `watermark_delay` (Flink's bounded out-of-orderness).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTimeConfig {
+    /// The record field holding the event time: epoch milliseconds (an
+    /// integer) or an RFC 3339 string.
+    pub field: String,
+    /// How far behind the largest event time seen the watermark stays.
+    #[serde(default, with = "humantime_serde_compat")]
+    pub watermark_delay: std::time::Duration,
+    /// After this long without records the source stops holding the
+    /// watermark of the operators it feeds back (default: never).
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 fn nexmark_seed() -> u64 {
@@ -100,6 +130,16 @@ impl SourceConfig {
             SourceConfig::Csv { .. } => "csv",
             SourceConfig::Stdin { .. } => "stdin",
             SourceConfig::Nexmark { .. } => "nexmark",
+        }
+    }
+
+    /// How the source's records carry their event time, if they do.
+    pub fn event_time(&self) -> Option<&EventTimeConfig> {
+        match self {
+            SourceConfig::Jsonl { event_time, .. }
+            | SourceConfig::Csv { event_time, .. }
+            | SourceConfig::Stdin { event_time, .. }
+            | SourceConfig::Nexmark { event_time, .. } => event_time.as_ref(),
         }
     }
 
@@ -191,6 +231,15 @@ mod humantime_serde_compat {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<std::time::Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
     }
 }
 
@@ -421,22 +470,29 @@ impl Pipeline {
             }
         };
         let source = &mut sources[index];
+        let event_time = source.event_time().cloned();
         let (name, format) = match source {
             SourceConfig::Csv { name, .. } => (name.clone(), Format::Csv),
-            SourceConfig::Stdin { name, format } => (name.clone(), *format),
+            SourceConfig::Stdin { name, format, .. } => (name.clone(), *format),
             SourceConfig::Jsonl { name, .. } | SourceConfig::Nexmark { name, .. } => {
                 (name.clone(), Format::Jsonl)
             }
         };
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         *source = match (input.to_str() == Some("-"), format) {
-            (true, format) => SourceConfig::Stdin { name, format },
+            (true, format) => SourceConfig::Stdin {
+                name,
+                event_time,
+                format,
+            },
             (false, Format::Jsonl) => SourceConfig::Jsonl {
                 name,
+                event_time,
                 path: cwd.join(input),
             },
             (false, Format::Csv) => SourceConfig::Csv {
                 name,
+                event_time,
                 path: cwd.join(input),
             },
         };

@@ -7,3 +7,4 @@ mod nexmark;
 mod refusals;
 mod sandbox;
 mod support;
+mod time;

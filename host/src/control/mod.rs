@@ -430,9 +430,10 @@ impl OperatorControl {
             return Err("the operator has no workers".to_owned());
         };
         let (kind, state_version) = (first.kind, first.state_version);
-        if kind == StateKind::Keyed && self.key_by.is_none() {
+        if kind == StateKind::Keyed && self.key_by.is_none() && self.workers.len() > 1 {
             return Err(format!(
-                "`{label}` is a keyed operator, but this operator has no `key_by`"
+                "`{label}` is a keyed operator, but this operator has no `key_by` and {} workers",
+                self.workers.len()
             ));
         }
         let migrate_from = (state_version != old_state_version).then_some(old_state_version);

@@ -14,20 +14,25 @@ pub struct Message {
     /// For each row, its line number in the source (event number for
     /// generators).
     pub lines: Arc<[u64]>,
+    /// For each row, its event time, when the source declares one.
+    pub times: Option<Arc<RowTimes>>,
+}
+
+/// The event time of each row of a message (epoch ms), and the watermark
+/// each arrived under (see `row-times` in the WIT package).
+#[derive(Debug, Default)]
+pub struct RowTimes {
+    /// Event time per row.
+    pub times: Vec<i64>,
+    /// Watermark per row at its arrival.
+    pub watermarks: Vec<i64>,
 }
 
 impl Message {
     /// The rows `rows` of this message, in that order.
     pub fn take(&self, rows: &[u32]) -> anyhow::Result<Message> {
         let indices = UInt32Array::from(rows.to_vec());
-        Ok(Message {
-            batch: take_record_batch(&self.batch, &indices)?,
-            source: Arc::clone(&self.source),
-            lines: rows
-                .iter()
-                .map(|&r| self.lines.get(r as usize).copied().unwrap_or(0))
-                .collect(),
-        })
+        Ok(self.derive(take_record_batch(&self.batch, &indices)?, rows))
     }
 
     /// Records produced from this message's rows (`origins[i]` is the input
@@ -40,6 +45,19 @@ impl Message {
                 .iter()
                 .map(|&r| self.lines.get(r as usize).copied().unwrap_or(0))
                 .collect(),
+            // An output record has the event time of the record it came from.
+            times: self.times.as_ref().map(|t| {
+                let pick = |column: &[i64]| {
+                    origins
+                        .iter()
+                        .map(|&r| column.get(r as usize).copied().unwrap_or(i64::MIN))
+                        .collect()
+                };
+                Arc::new(RowTimes {
+                    times: pick(&t.times),
+                    watermarks: pick(&t.watermarks),
+                })
+            }),
         }
     }
 
@@ -56,4 +74,15 @@ pub enum Envelope {
     Batch(Message),
     /// Switch to a new version of the operator (hot swap).
     Swap(Box<super::swap::SwapOrder>),
+    /// Input `input` promises no more records with an event time at or
+    /// before `time` (`i64::MAX`: it has ended).
+    Watermark {
+        /// Which upstream sender (source index, or upstream worker index).
+        input: usize,
+        /// Epoch milliseconds.
+        time: i64,
+    },
 }
+
+/// The watermark of the end of a bounded input: every timer fires.
+pub const END_OF_TIME: i64 = i64::MAX;

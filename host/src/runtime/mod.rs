@@ -12,7 +12,7 @@ mod worker;
 
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use keys::{partition_of, row_keys};
-pub use message::{Envelope, Message};
+pub use message::{END_OF_TIME, Envelope, Message, RowTimes};
 pub use metrics::{OperatorMetrics, Progress, RunMetrics, human};
 pub use pipeline::{OperatorReport, RunSummary, Running, run, start};
 pub use route::{CHANNEL_CAPACITY, Route};

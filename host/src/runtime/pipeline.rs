@@ -1,6 +1,6 @@
 //! Wiring a pipeline's stages together and running it to the end of its input.
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,7 +15,7 @@ use super::swap::VersionStats;
 use super::worker::{Worker, WorkerSetup};
 use crate::config::{OperatorConfig, Pipeline};
 use crate::control::{Control, OperatorSetup};
-use crate::sources::{self, SourceContext};
+use crate::sources::{self, EventClock, SourceContext};
 use crate::wasm::{PreparedOperator, WasmEngine};
 
 /// The default number of records per batch.
@@ -223,8 +223,17 @@ pub fn start(
             .context("operator config is not representable as JSON")?;
         let stats = Arc::new(VersionStats::default());
         let mut state_version = 0;
-        for receiver in std::mem::take(&mut receivers_by_op[index]) {
+        let inputs = match index {
+            0 => config.sources.len(),
+            _ => config.operators[index - 1].parallelism,
+        };
+        for (worker_index, receiver) in std::mem::take(&mut receivers_by_op[index])
+            .into_iter()
+            .enumerate()
+        {
             let worker = Worker::new(WorkerSetup {
+                inputs,
+                index: worker_index,
                 prepared: prepared.clone(),
                 config_json: config_json.clone(),
                 limits: op.limits.clone(),
@@ -235,6 +244,13 @@ pub fn start(
                 stats: Arc::clone(&stats),
             })?;
             state_version = worker.state_version();
+            if worker.is_keyed() && op.key_by.is_none() && op.parallelism > 1 {
+                bail!(
+                    "operator `{}` is keyed: give it a `key_by` field, or `parallelism = 1` to \
+                     run it over all records as one key",
+                    op.id
+                );
+            }
             let handle = std::thread::Builder::new()
                 .name(format!("op-{}", op.id))
                 .spawn(move || worker.run(receiver))?;
@@ -276,13 +292,15 @@ pub fn start(
     let started = Instant::now();
     let progress = Progress::start(Arc::clone(&metrics));
     let mut source_handles = Vec::new();
-    for source in &config.sources {
+    for (input, source) in config.sources.iter().enumerate() {
         let context = SourceContext {
             name: source.name().into(),
+            input,
             batch_size,
             route: source_route.clone(),
             dead_letters: Arc::clone(&dead_letters),
             metrics: Arc::clone(&metrics),
+            clock: std::cell::RefCell::new(source.event_time().map(EventClock::new)),
         };
         source_handles.push(sources::spawn(source, pipeline, context)?);
     }

@@ -67,6 +67,26 @@ impl Route {
     }
 }
 
+impl Route {
+    /// Tells every worker downstream that input `input` (this sender) has
+    /// reached event time `time`. Sinks do not care.
+    ///
+    /// # Errors
+    /// When a destination has stopped.
+    pub fn send_watermark(&self, input: usize, time: i64) -> Result<()> {
+        for target in &self.targets {
+            if let Target::Workers { senders, .. } = target {
+                for sender in senders {
+                    sender
+                        .blocking_send(Envelope::Watermark { input, time })
+                        .map_err(|_| stopped())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn stopped() -> anyhow::Error {
     anyhow!("a downstream stage stopped")
 }

@@ -1,8 +1,9 @@
 //! One parallel worker of an operator: its Wasm instance, the keyed state of
 //! the keys it owns, and the handling of records the operator cannot take.
 
-use anyhow::{Result, bail};
-use std::collections::HashMap;
+use anyhow::Result;
+use arrow::array::RecordBatch;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -10,14 +11,15 @@ use tokio::sync::mpsc::Receiver;
 
 use super::dead_letter::{DeadLetter, DeadLetters};
 use super::keys::row_keys;
-use super::message::{Envelope, Message};
+use super::message::{Envelope, Message, RowTimes};
 use super::metrics::OperatorMetrics;
 use super::route::Route;
 use super::swap::{SwapOrder, SwapReply, VersionStats, migrate_states};
 use crate::codec::row_to_json;
 use crate::config::Limits;
 use crate::wasm::{
-    CallError, DecodedOutput, KeyGroupArg, MapStore, OperatorInstance, PreparedOperator, StateKind,
+    CallError, DecodedOutput, FiredTimer, KeyGroupArg, MapStore, OperatorInstance,
+    PreparedOperator, StateKind, TimeDomain,
 };
 
 /// Everything a worker needs besides its input.
@@ -38,6 +40,12 @@ pub struct WorkerSetup {
     pub outputs: HashMap<String, Route>,
     /// Figures of the running version.
     pub stats: Arc<VersionStats>,
+    /// How many senders feed this worker (sources, or upstream workers):
+    /// its watermark is the smallest of theirs.
+    pub inputs: usize,
+    /// This worker's index among the operator's workers (its watermark
+    /// input number downstream).
+    pub index: usize,
 }
 
 /// A worker: runs batches through its instance and routes what comes out.
@@ -52,7 +60,17 @@ pub struct Worker {
     /// Set by a swap until the new version finishes its first batch: when
     /// the old version finished its last one.
     swapped_at: Option<Option<Instant>>,
+    /// The watermark of each input, and the smallest of them.
+    input_watermarks: Vec<i64>,
+    watermark: i64,
+    /// The watermark before the last advance.
+    previous_watermark: i64,
+    /// Event-time timers of the keys this worker owns, by time.
+    event_timers: BTreeSet<(i64, String)>,
 }
+
+/// Timers fired per guest call.
+const TIMERS_PER_CALL: usize = 1024;
 
 impl Worker {
     /// Instantiates the operator for this worker.
@@ -61,13 +79,12 @@ impl Worker {
     /// When instantiation or `init` fails, or a keyed operator has no `key_by`.
     pub fn new(setup: WorkerSetup) -> Result<Self> {
         let instance = new_instance(&setup)?;
-        if instance.kind == StateKind::Keyed && setup.key_by.is_none() {
-            bail!(
-                "operator `{}` is a keyed operator: give it a `key_by` field in the pipeline file",
-                setup.prepared.id
-            );
-        }
+        let inputs = setup.inputs.max(1);
         Ok(Self {
+            input_watermarks: vec![i64::MIN; inputs],
+            watermark: i64::MIN,
+            previous_watermark: i64::MIN,
+            event_timers: BTreeSet::new(),
             setup,
             instance,
             values: HashMap::new(),
@@ -75,6 +92,11 @@ impl Worker {
             last_batch_done: None,
             swapped_at: None,
         })
+    }
+
+    /// Whether the running instance is a keyed operator.
+    pub fn is_keyed(&self) -> bool {
+        self.instance.kind == StateKind::Keyed
     }
 
     /// The state layout version the running instance declared.
@@ -103,9 +125,113 @@ impl Worker {
                     self.last_batch_done = Some(now);
                 }
                 Envelope::Swap(order) => self.swap(*order),
+                Envelope::Watermark { input, time } => self.advance(input, time)?,
             }
         }
         Ok(())
+    }
+
+    /// Takes input `input`'s new watermark; when the worker's own (the
+    /// smallest over its inputs) moves, fires the event-time timers it
+    /// passed and tells downstream.
+    fn advance(&mut self, input: usize, time: i64) -> Result<()> {
+        if let Some(w) = self.input_watermarks.get_mut(input) {
+            *w = (*w).max(time);
+        }
+        let watermark = self.input_watermarks.iter().copied().min().unwrap_or(time);
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.previous_watermark = self.watermark;
+        self.watermark = watermark;
+        self.instance.set_watermark(watermark);
+        self.fire_timers()?;
+        for route in self.setup.outputs.values() {
+            route.send_watermark(self.setup.index, watermark)?;
+        }
+        Ok(())
+    }
+
+    /// Calls the operator for every event-time timer at or before the
+    /// watermark, in time order, until none is left (a timer function may
+    /// register more).
+    fn fire_timers(&mut self) -> Result<()> {
+        loop {
+            let mut due = Vec::new();
+            while due.len() < TIMERS_PER_CALL {
+                match self.event_timers.first() {
+                    Some((time, _)) if *time <= self.watermark => {
+                        due.extend(self.event_timers.pop_first());
+                    }
+                    _ => break,
+                }
+            }
+            if due.is_empty() {
+                return Ok(());
+            }
+            self.fire(&due)?;
+        }
+    }
+
+    fn fire(&mut self, due: &[(i64, String)]) -> Result<()> {
+        let mut index: HashMap<&str, u32> = HashMap::new();
+        let mut keys: Vec<&str> = Vec::new();
+        let fired: Vec<FiredTimer> = due
+            .iter()
+            .map(|(time, key)| FiredTimer {
+                group: *index.entry(key).or_insert_with(|| {
+                    keys.push(key);
+                    keys.len() as u32 - 1
+                }),
+                domain: TimeDomain::EventTime,
+                time: *time,
+            })
+            .collect();
+        let args: Vec<KeyGroupArg<'_>> = keys
+            .iter()
+            .map(|key| KeyGroupArg {
+                key,
+                rows: &[],
+                state: self.values.get(*key).map(Vec::as_slice),
+            })
+            .collect();
+        let result = self.instance.on_timer(&fired, &args, &mut self.maps);
+        let output = match result {
+            Ok(output) => output,
+            Err(e) => {
+                if let CallError::Trap(_) = e {
+                    self.instance = new_instance(&self.setup)?;
+                }
+                let reason = format!("the timer function failed: {e}");
+                for (time, key) in due {
+                    let raw = serde_json::json!({ "timer": time, "key": key }).to_string();
+                    self.setup.dead_letters.send(&DeadLetter {
+                        source: "timers",
+                        line: 0,
+                        raw: &raw,
+                        reason: &reason,
+                        operator: Some(&self.setup.prepared.id),
+                        version: Some(self.setup.prepared.version),
+                    })?;
+                }
+                return Ok(());
+            }
+        };
+        let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
+        self.apply_keyed_effects(&keys, &output)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Records a timer emits have the timer's time as their event time.
+        let origin = Message {
+            batch: RecordBatch::new_empty(Arc::new(arrow::datatypes::Schema::empty())),
+            source: Arc::from(format!("{}.timers", self.setup.prepared.id)),
+            lines: vec![0; fired.len()].into(),
+            // Downstream sees them before the watermark that fired them.
+            times: Some(Arc::new(RowTimes {
+                times: fired.iter().map(|t| t.time).collect(),
+                watermarks: vec![self.previous_watermark; fired.len()],
+            })),
+        };
+        self.deliver(&origin, output)
     }
 
     /// Hands over to a new version between two batches (see [`super::swap`]).
@@ -189,13 +315,18 @@ impl Worker {
     }
 
     fn call(&mut self, message: &Message) -> Result<DecodedOutput, CallError> {
-        let Some(field) = &self.setup.key_by else {
-            return self.instance.process(&message.batch, &[], &mut self.maps);
-        };
+        let times = message.times.as_ref();
         if self.instance.kind == StateKind::Stateless {
-            return self.instance.process(&message.batch, &[], &mut self.maps);
+            return self
+                .instance
+                .process(&message.batch, times, &[], &mut self.maps);
         }
-        let keys = row_keys(&message.batch, field);
+        // Without `key_by` a keyed operator is global: one key, "".
+        let keys = match &self.setup.key_by {
+            Some(field) => row_keys(&message.batch, field),
+            None => vec![Some(std::borrow::Cow::Borrowed("")); message.rows()],
+        };
+        let field = self.setup.key_by.as_deref().unwrap_or_default();
         let mut index: HashMap<&str, usize> = HashMap::new();
         let mut groups: Vec<(&str, Vec<u32>)> = Vec::new();
         for (row, key) in keys.iter().enumerate() {
@@ -224,32 +355,54 @@ impl Worker {
             .collect();
         let output = self
             .instance
-            .process(&message.batch, &args, &mut self.maps)?;
+            .process(&message.batch, times, &args, &mut self.maps)?;
+        let keys: Vec<String> = groups.iter().map(|(k, _)| (*k).to_owned()).collect();
+        self.apply_keyed_effects(&keys, &output)
+            .map_err(CallError::Failed)?;
+        Ok(output)
+    }
+
+    /// Applies a keyed call's state updates and timer requests; `keys` are
+    /// the call's key groups.
+    fn apply_keyed_effects(
+        &mut self,
+        keys: &[String],
+        output: &DecodedOutput,
+    ) -> Result<(), String> {
+        let key_of = |group: u32| {
+            keys.get(group as usize)
+                .ok_or_else(|| format!("the operator named an unknown key group {group}"))
+        };
         for (group, state) in &output.state_updates {
-            let Some((key, _)) = groups.get(*group as usize) else {
-                return Err(CallError::Failed(format!(
-                    "state update for unknown key group {group}"
-                )));
-            };
-            let keys = &self.setup.metrics.state_keys;
+            let key = key_of(*group)?;
+            let count = &self.setup.metrics.state_keys;
             match state {
                 Some(bytes) => {
-                    if self
-                        .values
-                        .insert((*key).to_owned(), bytes.clone())
-                        .is_none()
-                    {
-                        keys.fetch_add(1, Ordering::Relaxed);
+                    if self.values.insert(key.clone(), bytes.clone()).is_none() {
+                        count.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 None => {
-                    if self.values.remove(*key).is_some() {
-                        keys.fetch_sub(1, Ordering::Relaxed);
+                    if self.values.remove(key).is_some() {
+                        count.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
             }
         }
-        Ok(output)
+        for timer in &output.timers {
+            let key = key_of(timer.group)?;
+            if timer.domain != TimeDomain::EventTime {
+                tracing::warn!(operator = %self.label(), "processing-time timers are not supported yet; ignored");
+                continue;
+            }
+            let entry = (timer.time, key.clone());
+            if timer.delete {
+                self.event_timers.remove(&entry);
+            } else {
+                self.event_timers.insert(entry);
+            }
+        }
+        Ok(())
     }
 
     fn deliver(&mut self, message: &Message, output: DecodedOutput) -> Result<()> {

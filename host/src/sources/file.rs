@@ -3,13 +3,12 @@
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader, Read};
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::SourceContext;
 use crate::codec::{self, BadLine};
 use crate::config::Format;
-use crate::runtime::{DeadLetter, Message};
+use crate::runtime::DeadLetter;
 
 /// Reads lines in batches of `batch_size`, decodes them and sends them on.
 /// A live input (stdin) also sends a partial batch whenever it has no more
@@ -96,11 +95,7 @@ fn flush(
     for bad_line in &bad {
         dead_letter(context, bad_line)?;
     }
-    context.route.send(Message {
-        batch,
-        source: Arc::clone(&context.name),
-        lines: line_numbers.into(),
-    })
+    context.send(batch, line_numbers.into())
 }
 
 fn dead_letter(context: &SourceContext, bad: &BadLine) -> Result<()> {

@@ -2,6 +2,7 @@
 //! into Arrow batches and hands them to the first stage; bad lines go to the
 //! dead-letter output with their line number.
 
+mod event_time;
 mod file;
 pub mod nexmark;
 
@@ -9,16 +10,75 @@ use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use arrow::array::RecordBatch;
+use std::cell::RefCell;
+
 use crate::config::{Format, Pipeline, SourceConfig};
-use crate::runtime::{DeadLetters, Route, RunMetrics};
+use crate::runtime::{DeadLetter, DeadLetters, END_OF_TIME, Message, Route, RowTimes, RunMetrics};
+pub(crate) use event_time::EventClock;
 
 /// What every source needs to run.
 pub(crate) struct SourceContext {
     pub(crate) name: Arc<str>,
+    /// This source's index among the pipeline's sources (its watermark input).
+    pub(crate) input: usize,
     pub(crate) batch_size: usize,
     pub(crate) route: Route,
     pub(crate) dead_letters: Arc<DeadLetters>,
     pub(crate) metrics: Arc<RunMetrics>,
+    pub(crate) clock: RefCell<Option<EventClock>>,
+}
+
+impl SourceContext {
+    /// Sends decoded records on: with their event times when the source has
+    /// them (records without a readable one go to the dead letters), followed
+    /// by the watermark when it moved.
+    pub(crate) fn send(&self, batch: RecordBatch, lines: Arc<[u64]>) -> Result<()> {
+        let mut clock = self.clock.borrow_mut();
+        let Some(clock) = clock.as_mut() else {
+            return self.route.send(Message {
+                batch,
+                source: Arc::clone(&self.name),
+                lines,
+                times: None,
+            });
+        };
+        let stamped = clock.stamp(&batch);
+        let mut keep = Vec::with_capacity(stamped.len());
+        let mut times = RowTimes::default();
+        for (row, time) in stamped.into_iter().enumerate() {
+            match time {
+                Ok((time, watermark)) => {
+                    keep.push(row as u32);
+                    times.times.push(time);
+                    times.watermarks.push(watermark);
+                }
+                Err(reason) => self.dead_letters.send(&DeadLetter {
+                    source: &self.name,
+                    line: lines.get(row).copied().unwrap_or(0),
+                    raw: &crate::codec::row_to_json(&batch, row),
+                    reason: &reason,
+                    operator: None,
+                    version: None,
+                })?,
+            }
+        }
+        let mut message = Message {
+            batch,
+            source: Arc::clone(&self.name),
+            lines,
+            times: None,
+        };
+        if keep.len() < message.rows() {
+            message = message.take(&keep)?;
+        }
+        message.times = Some(Arc::new(times));
+        self.route.send(message)?;
+        match clock.advance() {
+            Some(watermark) => self.route.send_watermark(self.input, watermark),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Opens a source (so a missing file is reported before anything runs) and
@@ -41,13 +101,13 @@ pub(crate) fn spawn(
             let file = std::fs::File::open(&path)
                 .with_context(|| format!("source `{name}`: cannot open `{}`", path.display()))?;
             let reader = std::io::BufReader::with_capacity(1 << 20, file);
-            thread.spawn(move || file::read(reader, format, false, &context))?
+            thread.spawn(move || finish(&context, |c| file::read(reader, format, false, c)))?
         }
         SourceConfig::Stdin { format, .. } => {
             let format = *format;
             thread.spawn(move || {
                 let stdin = std::io::BufReader::with_capacity(1 << 20, std::io::stdin());
-                file::read(stdin, format, true, &context)
+                finish(&context, |c| file::read(stdin, format, true, c))
             })?
         }
         SourceConfig::Nexmark {
@@ -59,7 +119,7 @@ pub(crate) fn spawn(
                 rate: *rate,
                 start_time_ms: NEXMARK_START_TIME_MS,
             };
-            thread.spawn(move || generate(&config, &context))?
+            thread.spawn(move || finish(&context, |c| generate(&config, c)))?
         }
     };
     Ok(handle)
@@ -76,13 +136,16 @@ fn generate(config: &nexmark::NexmarkConfig, context: &SourceContext) -> Result<
             .metrics
             .records_in
             .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
-        context.route.send(crate::runtime::Message {
-            batch,
-            source: Arc::clone(&context.name),
-            lines,
-        })?;
+        context.send(batch, lines)?;
     }
     Ok(())
+}
+
+/// Runs a source to its end, then tells the operators that its event time
+/// has ended, so every open window and timer fires.
+fn finish(context: &SourceContext, read: impl FnOnce(&SourceContext) -> Result<()>) -> Result<()> {
+    read(context)?;
+    context.route.send_watermark(context.input, END_OF_TIME)
 }
 
 /// Event time of the first generated Nexmark event (2023-11-14T22:13:20Z).

@@ -32,6 +32,8 @@ pub struct HostState {
     pub(crate) maps: MapStore,
     pub(crate) pending: PendingWrites,
     pub(crate) watermark: i64,
+    /// Event times of the rows of the current call, if known.
+    pub(crate) event_times: Option<Arc<crate::runtime::RowTimes>>,
     pub(crate) counters: Arc<Mutex<HashMap<String, i64>>>,
 }
 
@@ -105,6 +107,19 @@ impl host::Host for HostState {
             }
         }
         entries.into_iter().collect()
+    }
+
+    fn event_times(&mut self) -> types::RowTimes {
+        match self.event_times.as_deref() {
+            Some(t) => types::RowTimes {
+                times: t.times.clone(),
+                watermarks: t.watermarks.clone(),
+            },
+            None => types::RowTimes {
+                times: Vec::new(),
+                watermarks: Vec::new(),
+            },
+        }
     }
 
     fn current_time(&mut self, domain: types::TimeDomain) -> i64 {

@@ -15,6 +15,7 @@ use super::engine::EPOCH_TICK;
 use super::host_state::{HostState, MapStore};
 use super::prepare::{PreparedOperator, StateKind};
 use crate::config::Limits;
+use crate::runtime::RowTimes;
 
 /// Why a call did not produce an output.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +90,7 @@ impl OperatorInstance {
             maps: MapStore::new(),
             pending: HashMap::new(),
             watermark: i64::MIN,
+            event_times: None,
             counters,
         };
         let engine = prepared.pre.engine();
@@ -149,9 +151,11 @@ impl OperatorInstance {
     pub fn process(
         &mut self,
         batch: &RecordBatch,
+        event_times: Option<&Arc<RowTimes>>,
         groups: &[KeyGroupArg<'_>],
         maps: &mut MapStore,
     ) -> Result<DecodedOutput, CallError> {
+        self.store.data_mut().event_times = event_times.cloned();
         let arg = convert::batch_arg(batch, &mut self.scratch)
             .map_err(|e| CallError::Failed(e.to_string()))?;
         let typed = self
@@ -187,9 +191,14 @@ impl OperatorInstance {
                 &self.store,
             )
             .map_err(|e| CallError::Failed(format!("`on-timer` has the wrong type: {e}")))?;
+        let watermark = self.store.data().watermark;
+        self.store.data_mut().event_times = Some(Arc::new(RowTimes {
+            times: fired.iter().map(|t| t.time).collect(),
+            watermarks: vec![watermark; fired.len()],
+        }));
         begin_call(&mut self.store, groups, maps, self.timeout_ticks);
         let result = typed.call(&mut self.store, (fired, groups));
-        finish(&mut self.store, maps, result, 0, &self.limits)
+        finish(&mut self.store, maps, result, fired.len(), &self.limits)
     }
 
     /// Converts many keys' states from layout `from_version` to this

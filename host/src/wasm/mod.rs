@@ -7,6 +7,8 @@
 //! one ([`OperatorInstance::new`]) is cheap, so every parallel worker and
 //! every restart after a trap gets a fresh instance.
 
+// Generated from `wit/`, whose doc comments are the documentation.
+#[allow(missing_docs)]
 mod bindings;
 mod cache;
 mod convert;
@@ -15,6 +17,7 @@ mod host_state;
 mod instance;
 mod prepare;
 
+pub use bindings::types::{FiredTimer, TimeDomain, TimerRequest};
 pub use convert::{DecodedOutput, KeyGroupArg};
 pub use engine::WasmEngine;
 pub use host_state::MapStore;

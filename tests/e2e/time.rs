@@ -1,0 +1,245 @@
+//! Event time, watermarks, timers and windows: the time examples against
+//! their expected files, and on generated inputs against independent
+//! implementations of their rules.
+
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use crate::support::{Rng, read_jsonl, repo, run_ok, s};
+
+/// Runs an example's pipeline as it is (outputs under its `out/`) and
+/// compares each output file with its expected file.
+fn assert_example_outputs(example: &str, files: &[(&str, &str)]) {
+    let dir = repo().join("examples").join(example);
+    let _ = std::fs::remove_dir_all(dir.join("out"));
+    run_ok(&["run", s(&dir.join("pipeline.toml"))]);
+    for (out, expected) in files {
+        assert_eq!(
+            std::fs::read_to_string(dir.join(out)).unwrap_or_default(),
+            std::fs::read_to_string(dir.join(expected)).unwrap(),
+            "{example}: {out} differs from {expected}"
+        );
+    }
+}
+
+/// Writes a pipeline over `input` for the example's operators, with the
+/// operator sections given, and runs it.
+fn run_pipeline(dir: &Path, body: &str) {
+    let pipeline = dir.join("pipeline.toml");
+    std::fs::write(&pipeline, body).unwrap();
+    run_ok(&["run", s(&pipeline)]);
+}
+
+#[test]
+fn fraud_detection_matches_its_expected_output() {
+    assert_example_outputs(
+        "fraud-detection",
+        &[
+            ("out/alerts.jsonl", "expected.jsonl"),
+            ("out/dead-letter.jsonl", "expected-dead-letter.jsonl"),
+        ],
+    );
+}
+
+#[test]
+fn top_products_matches_its_expected_output() {
+    assert_example_outputs(
+        "top-products",
+        &[
+            ("out/top-products.jsonl", "expected.jsonl"),
+            ("out/late.jsonl", "expected-late.jsonl"),
+            ("out/dead-letter.jsonl", "expected-dead-letter.jsonl"),
+        ],
+    );
+}
+
+/// The fraud rule, written independently: per account, in arrival order, a
+/// transaction over 500 right after one under 1, less than a minute later.
+fn expected_alerts(transactions: &[Value]) -> Vec<Value> {
+    let mut last: HashMap<String, &Value> = HashMap::new();
+    let mut alerts = Vec::new();
+    for tx in transactions {
+        let account = tx["account_id"].to_string();
+        if let Some(previous) = last.get(&account) {
+            let later = tx["ts"].as_i64().unwrap() - previous["ts"].as_i64().unwrap();
+            if previous["amount"].as_f64().unwrap() < 1.0
+                && tx["amount"].as_f64().unwrap() > 500.0
+                && (0..60_000).contains(&later)
+            {
+                alerts.push(json!({
+                    "account_id": tx["account_id"],
+                    "small_tx_id": previous["tx_id"],
+                    "large_tx_id": tx["tx_id"],
+                }));
+            }
+        }
+        last.insert(account, tx);
+    }
+    alerts
+}
+
+fn sorted(mut values: Vec<Value>) -> Vec<Value> {
+    values.sort_by_key(|v| v.to_string());
+    values
+}
+
+#[test]
+fn fraud_detection_is_correct_on_generated_inputs() {
+    let mut rng = Rng::new(5);
+    let mut ts = 1_700_000_000_000i64;
+    let mut transactions = Vec::new();
+    for id in 0..5_000 {
+        ts += rng.below(20_000) as i64;
+        let amount = match rng.below(10) {
+            0..=2 => rng.below(100) as f64 / 100.0,         // under 1.00
+            3..=5 => 500.0 + rng.below(2_000) as f64 / 4.0, // 500.00 and more
+            _ => 1.0 + rng.below(40_000) as f64 / 100.0,
+        };
+        transactions.push(json!({
+            "tx_id": id,
+            "account_id": format!("a{}", rng.below(40)),
+            "amount": amount,
+            "ts": ts,
+        }));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.jsonl");
+    let lines: Vec<String> = transactions.iter().map(Value::to_string).collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let expected = expected_alerts(&transactions);
+    assert!(expected.len() > 20, "the input should raise alerts");
+    let module = repo().join("examples/fraud-detection/operator");
+    for parallelism in [1, 3] {
+        run_pipeline(
+            dir.path(),
+            &format!(
+                r#"[[source]]
+type = "jsonl"
+path = "input.jsonl"
+event_time = {{ field = "ts" }}
+[[operator]]
+id = "fraud"
+crate = "{}"
+key_by = "account_id"
+parallelism = {parallelism}
+[[sink]]
+type = "jsonl"
+path = "alerts.jsonl"
+"#,
+                module.display()
+            ),
+        );
+        let alerts = read_jsonl(&dir.path().join("alerts.jsonl"));
+        assert_eq!(
+            sorted(alerts),
+            sorted(expected.clone()),
+            "parallelism {parallelism}"
+        );
+    }
+}
+
+/// Days, products and units of the top-products rules, written
+/// independently: per-record watermark = largest earlier event time − delay;
+/// an order is late when its day ended at or before it.
+fn expected_top_products(orders: &[(i64, String, i64)], delay: i64) -> (Vec<Value>, usize) {
+    let mut units: BTreeMap<i64, HashMap<String, i64>> = BTreeMap::new();
+    let mut max_seen: Option<i64> = None;
+    let mut late = 0;
+    for (ts, product, qty) in orders {
+        let day = ts - ts.rem_euclid(86_400_000);
+        if max_seen.is_some_and(|m| day + 86_400_000 - 1 <= m - delay) {
+            late += 1;
+        } else {
+            *units
+                .entry(day)
+                .or_default()
+                .entry(product.clone())
+                .or_default() += qty;
+        }
+        max_seen = Some(max_seen.map_or(*ts, |m| m.max(*ts)));
+    }
+    let mut ranked = Vec::new();
+    for (day, products) in units {
+        let mut products: Vec<(String, i64)> = products.into_iter().collect();
+        products.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let date = chrono::DateTime::from_timestamp_millis(day)
+            .unwrap()
+            .format("%Y-%m-%d");
+        for (rank, (product, units)) in products.into_iter().take(10).enumerate() {
+            ranked.push(json!({
+                "day": date.to_string(), "rank": rank + 1, "product": product, "units": units,
+            }));
+        }
+    }
+    (ranked, late)
+}
+
+#[test]
+fn top_products_is_correct_on_generated_inputs() {
+    let mut rng = Rng::new(3);
+    let start = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z
+    let mut orders = Vec::new();
+    let mut ts = start;
+    for _ in 0..6_000 {
+        ts += rng.below(120_000) as i64;
+        // Up to 5 minutes out of order, and now and then much later.
+        let jitter = rng.below(300_000) as i64;
+        let very_late = if rng.below(200) == 0 { 86_400_000 } else { 0 };
+        let spread = 1 + rng.below(25);
+        let product = format!("p{:02}", rng.below(spread));
+        orders.push((ts - jitter - very_late, product, 1 + rng.below(9) as i64));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = orders
+        .iter()
+        .enumerate()
+        .map(|(i, (ts, product, qty))| {
+            let time = chrono::DateTime::from_timestamp_millis(*ts).unwrap();
+            json!({"order_id": i, "product": product, "qty": qty,
+                   "ts": time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(dir.path().join("input.jsonl"), lines.join("\n")).unwrap();
+    let (expected, late) = expected_top_products(&orders, 300_000);
+    assert!(late > 5, "the input should have late orders");
+    let example = repo().join("examples/top-products");
+    for (parallelism, batch_size) in [(1, 1024), (4, 37)] {
+        run_pipeline(
+            dir.path(),
+            &format!(
+                r#"batch_size = {batch_size}
+[[source]]
+type = "jsonl"
+path = "input.jsonl"
+event_time = {{ field = "ts", watermark_delay = "5m" }}
+[[operator]]
+id = "daily"
+crate = "{}"
+key_by = "product"
+parallelism = {parallelism}
+[[operator]]
+id = "top10"
+crate = "{}"
+[[sink]]
+type = "jsonl"
+path = "top.jsonl"
+[[sink]]
+type = "jsonl"
+path = "late.jsonl"
+from = "daily.late"
+"#,
+                example.join("daily-units").display(),
+                example.join("top10").display()
+            ),
+        );
+        let ranked = read_jsonl(&dir.path().join("top.jsonl"));
+        assert_eq!(
+            ranked, expected,
+            "parallelism {parallelism}, batches of {batch_size}"
+        );
+        let late_orders = read_jsonl(&dir.path().join("late.jsonl"));
+        assert_eq!(late_orders.len(), late, "parallelism {parallelism}");
+    }
+}
