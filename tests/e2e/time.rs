@@ -243,3 +243,99 @@ from = "daily.late"
         assert_eq!(late_orders.len(), late, "parallelism {parallelism}");
     }
 }
+
+#[test]
+fn error_rate_alert_matches_its_expected_output() {
+    assert_example_outputs(
+        "error-rate-alert",
+        &[
+            ("out/alerts.jsonl", "expected.jsonl"),
+            ("out/dead-letter.jsonl", "expected-dead-letter.jsonl"),
+        ],
+    );
+}
+
+/// The error-rate rule, written independently: one-minute windows every
+/// ten seconds per service; a window ignores events that arrive after the
+/// watermark (largest earlier time − delay) passed its end.
+fn expected_error_alerts(events: &[(i64, String, bool)], delay: i64) -> Vec<Value> {
+    let mut counts: BTreeMap<(i64, String), (i64, i64)> = BTreeMap::new();
+    let mut max_seen: Option<i64> = None;
+    for (ts, service, error) in events {
+        let watermark = max_seen.map(|m| m - delay);
+        let mut start = ts - ts.rem_euclid(10_000);
+        while start > ts - 60_000 {
+            let end = start + 60_000;
+            if watermark.is_none_or(|w| end - 1 > w) {
+                let c = counts.entry((end, service.clone())).or_default();
+                c.0 += i64::from(*error);
+                c.1 += 1;
+            }
+            start -= 10_000;
+        }
+        max_seen = Some(max_seen.map_or(*ts, |m| m.max(*ts)));
+    }
+    counts
+        .into_iter()
+        .filter(|(_, (errors, total))| *total >= 20 && *errors as f64 / *total as f64 > 0.05)
+        .map(|((end, service), (errors, total))| {
+            json!({"service": service, "window_end": end, "errors": errors, "total": total,
+                   "rate": errors as f64 / total as f64})
+        })
+        .collect()
+}
+
+#[test]
+fn error_rate_alert_is_correct_on_generated_inputs() {
+    let mut rng = Rng::new(17);
+    let mut ts = 1_767_225_600_000i64;
+    let mut events = Vec::new();
+    for _ in 0..20_000 {
+        ts += rng.below(200) as i64;
+        let service = format!("svc{}", rng.below(4));
+        let burst = (ts / 120_000) % 5 == 0;
+        let error = rng.below(100) < if burst { 15 } else { 3 };
+        let skew = rng.below(15_000) as i64; // some beyond the 10 s delay
+        events.push((ts - skew, service, error));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = events
+        .iter()
+        .map(|(ts, service, error)| {
+            json!({"service": service, "level": if *error { "ERROR" } else { "info" }, "ts": ts})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(dir.path().join("input.jsonl"), lines.join("\n")).unwrap();
+    let expected = expected_error_alerts(&events, 10_000);
+    assert!(expected.len() > 50, "the input should raise alerts");
+    let module = repo().join("examples/error-rate-alert/operator");
+    for (parallelism, batch_size) in [(1, 1024), (3, 50)] {
+        run_pipeline(
+            dir.path(),
+            &format!(
+                r#"batch_size = {batch_size}
+[[source]]
+type = "jsonl"
+path = "input.jsonl"
+event_time = {{ field = "ts", watermark_delay = "10s" }}
+[[operator]]
+id = "error-rate"
+crate = "{}"
+key_by = "service"
+parallelism = {parallelism}
+[[sink]]
+type = "jsonl"
+path = "alerts.jsonl"
+"#,
+                module.display()
+            ),
+        );
+        let alerts = read_jsonl(&dir.path().join("alerts.jsonl"));
+        assert_eq!(
+            sorted(alerts),
+            sorted(expected.clone()),
+            "parallelism {parallelism}"
+        );
+    }
+}

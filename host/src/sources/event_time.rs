@@ -58,20 +58,35 @@ impl EventClock {
                     .collect()
             }
             DataType::Utf8 => {
+                // A column of mixed types arrives as JSON text per value.
+                let json = batch
+                    .schema_ref()
+                    .field_with_name(&self.field)
+                    .is_ok_and(|f| crate::codec::is_json_field(f));
                 let values = column.as_string::<i32>();
                 (0..values.len())
                     .map(|i| {
                         if !values.is_valid(i) {
                             return missing();
                         }
-                        chrono::DateTime::parse_from_rfc3339(values.value(i))
-                            .map(|t| t.timestamp_millis())
-                            .map_err(|e| {
+                        let text = values.value(i);
+                        if !json {
+                            return self.rfc3339(text);
+                        }
+                        match serde_json::from_str::<serde_json::Value>(text) {
+                            Ok(serde_json::Value::Number(n)) => n.as_i64().ok_or_else(|| {
                                 format!(
-                                    "event time field `{}` is not an RFC 3339 time: {e}",
+                                    "event time field `{}` is not whole milliseconds",
                                     self.field
                                 )
-                            })
+                            }),
+                            Ok(serde_json::Value::String(s)) => self.rfc3339(&s),
+                            _ => Err(format!(
+                                "event time field `{}` must be epoch milliseconds or an RFC 3339 \
+                                 string",
+                                self.field
+                            )),
+                        }
                     })
                     .collect()
             }
@@ -90,6 +105,17 @@ impl EventClock {
                 .collect(),
         };
         times
+    }
+
+    fn rfc3339(&self, text: &str) -> Result<i64, String> {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| {
+                format!(
+                    "event time field `{}` is not an RFC 3339 time: {e}",
+                    self.field
+                )
+            })
     }
 
     /// The watermark, when it moved since the last call.
