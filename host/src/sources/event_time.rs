@@ -62,7 +62,7 @@ impl EventClock {
                 let json = batch
                     .schema_ref()
                     .field_with_name(&self.field)
-                    .is_ok_and(|f| crate::codec::is_json_field(f));
+                    .is_ok_and(crate::codec::is_json_field);
                 let values = column.as_string::<i32>();
                 (0..values.len())
                     .map(|i| {
