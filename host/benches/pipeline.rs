@@ -1,5 +1,6 @@
-//! Nexmark q0, q1 and q2 end to end: the built-in generator, the query as a
-//! Wasm operator, and a blackhole sink, run as `weir run` runs them.
+//! Nexmark q0, q1, q2, q5 and q7 end to end: the examples' pipelines with the
+//! built-in generator, the query as Wasm operators, and a blackhole sink, run
+//! as `weir run` runs them.
 //!
 //! `cargo bench -p weir --bench pipeline` (pin to one core: `taskset -c 0`).
 
@@ -18,19 +19,19 @@ fn nexmark(c: &mut Criterion) {
     let mut group = c.benchmark_group("nexmark end to end");
     group.sample_size(10);
     group.throughput(Throughput::Elements(EVENTS));
-    for query in ["q0", "q1", "q2"] {
+    for query in ["q0", "q1", "q2", "q5", "q7"] {
+        let example = repo.join("examples/nexmark");
+        let text = std::fs::read_to_string(example.join(format!("{query}.toml"))).unwrap();
+        // The example as it is, with more events and no output file.
+        let sink = text.find("[[sink]]").unwrap();
+        let text = format!("{}[[sink]]\ntype = \"blackhole\"\n", &text[..sink])
+            .replace("events = 100000", &format!("events = {EVENTS}"))
+            .replace(
+                "crate = \"operators/",
+                &format!("crate = \"{}/operators/", example.display()),
+            );
         let file = dir.path().join(format!("{query}.toml"));
-        let crate_dir = repo.join("examples/nexmark/operators").join(query);
-        std::fs::write(
-            &file,
-            format!(
-                "[[source]]\ntype = \"nexmark\"\nevents = {EVENTS}\n\n\
-                 [[operator]]\nid = \"{query}\"\ncrate = \"{}\"\n\n\
-                 [[sink]]\ntype = \"blackhole\"\n",
-                crate_dir.display()
-            ),
-        )
-        .unwrap();
+        std::fs::write(&file, text).unwrap();
         let pipeline = Pipeline::load(&file).unwrap();
         let prepared = operators::prepare_all(&pipeline, &engine).unwrap();
         group.bench_function(query, |b| {
