@@ -73,12 +73,33 @@ impl<A> Default for WindowState<A> {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// One open window; stored as a JSON array `[start, end, acc, fired]`,
+/// which parses and prints faster than an object per window.
+#[derive(Debug, Deserialize)]
+#[serde(from = "(i64, i64, A, bool)")]
+#[serde(bound(deserialize = "A: Deserialize<'de>"))]
 struct Pane<A> {
     start: i64,
     end: i64,
     acc: A,
     fired: bool,
+}
+
+impl<A> From<(i64, i64, A, bool)> for Pane<A> {
+    fn from((start, end, acc, fired): (i64, i64, A, bool)) -> Self {
+        Self {
+            start,
+            end,
+            acc,
+            fired,
+        }
+    }
+}
+
+impl<A: Serialize> Serialize for Pane<A> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (self.start, self.end, &self.acc, self.fired).serialize(serializer)
+    }
 }
 
 impl<A> Pane<A> {
