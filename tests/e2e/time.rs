@@ -339,3 +339,62 @@ path = "alerts.jsonl"
         );
     }
 }
+
+/// A source that stays open but sends nothing must not hold the watermark
+/// back once it has been idle for its `idle_timeout`: the windows fed by
+/// the other source fire while the pipeline still runs.
+#[test]
+fn an_idle_source_does_not_hold_the_watermark_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = repo().join("examples/error-rate-alert");
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"[[source]]
+type = "jsonl"
+path = "{}"
+event_time = {{ field = "ts", watermark_delay = "10s" }}
+[[source]]
+type = "stdin"
+event_time = {{ field = "ts", idle_timeout = "200ms" }}
+[[operator]]
+id = "error-rate"
+crate = "{}"
+key_by = "service"
+[[sink]]
+type = "jsonl"
+path = "alerts.jsonl"
+"#,
+            example.join("input.jsonl").display(),
+            example.join("operator").display()
+        ),
+    )
+    .unwrap();
+    let expected = std::fs::read_to_string(example.join("expected.jsonl")).unwrap();
+    let mut child = crate::support::weir()
+        .args([
+            "run",
+            s(&pipeline),
+            "--dead-letter",
+            s(&dir.path().join("dead.jsonl")),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_to_string(&alerts).unwrap_or_default() != expected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the windows never fired"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "weir stopped early");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Every alert is out while stdin is still open.
+    assert!(child.try_wait().unwrap().is_none());
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+}

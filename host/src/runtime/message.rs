@@ -82,6 +82,12 @@ pub enum Envelope {
         /// Epoch milliseconds.
         time: i64,
     },
+    /// Input `input` has been idle longer than its `idle_timeout`: leave it
+    /// out of the watermark until it sends records again.
+    Idle {
+        /// Which upstream sender.
+        input: usize,
+    },
 }
 
 /// The watermark of the end of a bounded input: every timer fires.

@@ -301,6 +301,7 @@ pub fn start(
             dead_letters: Arc::clone(&dead_letters),
             metrics: Arc::clone(&metrics),
             clock: std::cell::RefCell::new(source.event_time().map(EventClock::new)),
+            activity: Arc::default(),
         };
         source_handles.push(sources::spawn(source, pipeline, context)?);
     }

@@ -74,12 +74,22 @@ impl Route {
     /// # Errors
     /// When a destination has stopped.
     pub fn send_watermark(&self, input: usize, time: i64) -> Result<()> {
+        self.broadcast(|| Envelope::Watermark { input, time })
+    }
+
+    /// Tells every worker downstream that input `input` went idle.
+    ///
+    /// # Errors
+    /// When a destination has stopped.
+    pub fn send_idle(&self, input: usize) -> Result<()> {
+        self.broadcast(|| Envelope::Idle { input })
+    }
+
+    fn broadcast(&self, envelope: impl Fn() -> Envelope) -> Result<()> {
         for target in &self.targets {
             if let Target::Workers { senders, .. } = target {
                 for sender in senders {
-                    sender
-                        .blocking_send(Envelope::Watermark { input, time })
-                        .map_err(|_| stopped())?;
+                    sender.blocking_send(envelope()).map_err(|_| stopped())?;
                 }
             }
         }

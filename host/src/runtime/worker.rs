@@ -60,8 +60,9 @@ pub struct Worker {
     /// Set by a swap until the new version finishes its first batch: when
     /// the old version finished its last one.
     swapped_at: Option<Option<Instant>>,
-    /// The watermark of each input, and the smallest of them.
-    input_watermarks: Vec<i64>,
+    /// The watermark of each input (`None` while it is idle), and the
+    /// smallest of them.
+    input_watermarks: Vec<Option<i64>>,
     watermark: i64,
     /// The watermark before the last advance.
     previous_watermark: i64,
@@ -81,7 +82,7 @@ impl Worker {
         let instance = new_instance(&setup)?;
         let inputs = setup.inputs.max(1);
         Ok(Self {
-            input_watermarks: vec![i64::MIN; inputs],
+            input_watermarks: vec![Some(i64::MIN); inputs],
             watermark: i64::MIN,
             previous_watermark: i64::MIN,
             event_timers: BTreeSet::new(),
@@ -125,20 +126,30 @@ impl Worker {
                     self.last_batch_done = Some(now);
                 }
                 Envelope::Swap(order) => self.swap(*order),
-                Envelope::Watermark { input, time } => self.advance(input, time)?,
+                Envelope::Watermark { input, time } => self.advance(input, Some(time))?,
+                Envelope::Idle { input } => self.advance(input, None)?,
             }
         }
         Ok(())
     }
 
-    /// Takes input `input`'s new watermark; when the worker's own (the
-    /// smallest over its inputs) moves, fires the event-time timers it
-    /// passed and tells downstream.
-    fn advance(&mut self, input: usize, time: i64) -> Result<()> {
+    /// Takes input `input`'s new watermark (`None`: it went idle); when the
+    /// worker's own (the smallest over its active inputs) moves, fires the
+    /// event-time timers it passed and tells downstream.
+    fn advance(&mut self, input: usize, time: Option<i64>) -> Result<()> {
         if let Some(w) = self.input_watermarks.get_mut(input) {
-            *w = (*w).max(time);
+            // An idle input that speaks again takes part from where it is.
+            *w = time.map(|t| w.map_or(t, |old| old.max(t)));
         }
-        let watermark = self.input_watermarks.iter().copied().min().unwrap_or(time);
+        let active = self.input_watermarks.iter().flatten().copied().min();
+        // With every input idle, the watermark stays where it is, and the
+        // operators downstream hear that this worker is idle too.
+        let Some(watermark) = active else {
+            for route in self.setup.outputs.values() {
+                route.send_idle(self.setup.index)?;
+            }
+            return Ok(());
+        };
         if watermark <= self.watermark {
             return Ok(());
         }

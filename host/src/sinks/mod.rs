@@ -77,6 +77,11 @@ fn write_lines(
         metrics
             .records_out
             .fetch_add(message.rows() as u64, Ordering::Relaxed);
+        // Nothing else waiting: a live stream's output shows now, not at the end.
+        if receiver.is_empty() {
+            out.flush()
+                .with_context(|| format!("sink `{label}`: write failed"))?;
+        }
     }
     out.flush()
         .with_context(|| format!("sink `{label}`: write failed"))

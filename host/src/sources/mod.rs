@@ -12,6 +12,9 @@ use std::thread::JoinHandle;
 
 use arrow::array::RecordBatch;
 use std::cell::RefCell;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::config::{Format, Pipeline, SourceConfig};
 use crate::runtime::{DeadLetter, DeadLetters, END_OF_TIME, Message, Route, RowTimes, RunMetrics};
@@ -27,6 +30,55 @@ pub(crate) struct SourceContext {
     pub(crate) dead_letters: Arc<DeadLetters>,
     pub(crate) metrics: Arc<RunMetrics>,
     pub(crate) clock: RefCell<Option<EventClock>>,
+    /// When the source last sent records, for its idleness watchdog.
+    pub(crate) activity: Arc<Activity>,
+}
+
+/// What a source's idleness watchdog watches.
+#[derive(Default)]
+pub(crate) struct Activity {
+    /// Milliseconds since `started` at the last batch.
+    last_batch_ms: AtomicU64,
+    /// The source has ended (its watchdog stops).
+    finished: AtomicBool,
+    started: OnceLock<Instant>,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.started.get_or_init(Instant::now).elapsed().as_millis() as u64
+    }
+
+    fn touch(&self) {
+        self.last_batch_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// Marks source `input` idle downstream whenever it sent nothing for
+/// `timeout`, so an idle source does not hold the watermark back forever.
+fn watch_idleness(input: usize, timeout: Duration, route: Route, activity: Arc<Activity>) {
+    let timeout_ms = timeout.as_millis() as u64;
+    let tick = (timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(100));
+    let spawned = std::thread::Builder::new()
+        .name(format!("idle-{input}"))
+        .spawn(move || {
+            activity.touch();
+            let mut idle_since = None;
+            while !activity.finished.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                let last = activity.last_batch_ms.load(Ordering::Relaxed);
+                let quiet = activity.now_ms().saturating_sub(last) >= timeout_ms;
+                if quiet && idle_since != Some(last) {
+                    if route.send_idle(input).is_err() {
+                        return;
+                    }
+                    idle_since = Some(last);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no idleness watchdog for source {input}: {e}");
+    }
 }
 
 impl SourceContext {
@@ -34,6 +86,7 @@ impl SourceContext {
     /// them (records without a readable one go to the dead letters), followed
     /// by the watermark when it moved.
     pub(crate) fn send(&self, batch: RecordBatch, lines: Arc<[u64]>) -> Result<()> {
+        self.activity.touch();
         let mut clock = self.clock.borrow_mut();
         let Some(clock) = clock.as_mut() else {
             return self.route.send(Message {
@@ -89,6 +142,14 @@ pub(crate) fn spawn(
     context: SourceContext,
 ) -> Result<JoinHandle<Result<()>>> {
     let name = context.name.to_string();
+    if let Some(timeout) = config.event_time().and_then(|e| e.idle_timeout) {
+        watch_idleness(
+            context.input,
+            timeout,
+            context.route.clone(),
+            Arc::clone(&context.activity),
+        );
+    }
     let thread = std::thread::Builder::new().name(format!("source-{name}"));
     let handle = match config {
         SourceConfig::Jsonl { path, .. } | SourceConfig::Csv { path, .. } => {
@@ -144,7 +205,9 @@ fn generate(config: &nexmark::NexmarkConfig, context: &SourceContext) -> Result<
 /// Runs a source to its end, then tells the operators that its event time
 /// has ended, so every open window and timer fires.
 fn finish(context: &SourceContext, read: impl FnOnce(&SourceContext) -> Result<()>) -> Result<()> {
-    read(context)?;
+    let read = read(context);
+    context.activity.finished.store(true, Ordering::Relaxed);
+    read?;
     context.route.send_watermark(context.input, END_OF_TIME)
 }
 
