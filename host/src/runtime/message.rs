@@ -88,6 +88,8 @@ pub enum Envelope {
         /// Which upstream sender.
         input: usize,
     },
+    /// The wall clock moved (epoch ms): fire due processing-time timers.
+    Tick(i64),
 }
 
 /// The watermark of the end of a bounded input: every timer fires.

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::channel;
+use tokio::sync::mpsc::{WeakSender, channel};
 
 use super::dead_letter::DeadLetters;
+use super::message::Envelope;
 use super::metrics::{OperatorMetrics, Progress, RunMetrics};
 use super::route::{CHANNEL_CAPACITY, Route};
 use super::swap::VersionStats;
@@ -273,6 +274,12 @@ pub fn start(
         });
     }
     let control = Arc::new(Control::new(engine.clone(), controls));
+    start_clock(
+        worker_channels
+            .iter()
+            .flat_map(|(senders, _)| senders.iter().map(|s| s.downgrade()))
+            .collect(),
+    );
 
     // The sources feed the first operator, or the sinks when there is none.
     let mut source_route = Route::default();
@@ -325,4 +332,33 @@ pub fn start(
         started,
         progress,
     })
+}
+
+/// How often workers hear the wall clock, for processing-time timers.
+const CLOCK_TICK: Duration = Duration::from_millis(50);
+
+/// Sends every worker the wall clock every [`CLOCK_TICK`] until they have
+/// all finished. A busy worker misses a tick rather than slowing the clock.
+fn start_clock(workers: Vec<WeakSender<Envelope>>) {
+    let spawned = std::thread::Builder::new()
+        .name("weir-clock".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(CLOCK_TICK);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                let mut alive = false;
+                for worker in workers.iter().filter_map(WeakSender::upgrade) {
+                    alive = true;
+                    let _ = worker.try_send(Envelope::Tick(now));
+                }
+                if !alive {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no clock thread, processing-time timers will not fire: {e}");
+    }
 }

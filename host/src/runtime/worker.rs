@@ -66,8 +66,10 @@ pub struct Worker {
     watermark: i64,
     /// The watermark before the last advance.
     previous_watermark: i64,
-    /// Event-time timers of the keys this worker owns, by time.
+    /// Event-time and processing-time timers of the keys this worker owns,
+    /// by time.
     event_timers: BTreeSet<(i64, String)>,
+    processing_timers: BTreeSet<(i64, String)>,
 }
 
 /// Timers fired per guest call.
@@ -86,6 +88,7 @@ impl Worker {
             watermark: i64::MIN,
             previous_watermark: i64::MIN,
             event_timers: BTreeSet::new(),
+            processing_timers: BTreeSet::new(),
             setup,
             instance,
             values: HashMap::new(),
@@ -128,6 +131,7 @@ impl Worker {
                 Envelope::Swap(order) => self.swap(*order),
                 Envelope::Watermark { input, time } => self.advance(input, Some(time))?,
                 Envelope::Idle { input } => self.advance(input, None)?,
+                Envelope::Tick(now) => self.fire_timers(TimeDomain::ProcessingTime, now)?,
             }
         }
         Ok(())
@@ -156,35 +160,37 @@ impl Worker {
         self.previous_watermark = self.watermark;
         self.watermark = watermark;
         self.instance.set_watermark(watermark);
-        self.fire_timers()?;
+        self.fire_timers(TimeDomain::EventTime, watermark)?;
         for route in self.setup.outputs.values() {
             route.send_watermark(self.setup.index, watermark)?;
         }
         Ok(())
     }
 
-    /// Calls the operator for every event-time timer at or before the
-    /// watermark, in time order, until none is left (a timer function may
-    /// register more).
-    fn fire_timers(&mut self) -> Result<()> {
+    /// Calls the operator for every timer of `domain` at or before `now`
+    /// (the watermark, or the wall clock), in time order, until none is left
+    /// (a timer function may register more).
+    fn fire_timers(&mut self, domain: TimeDomain, now: i64) -> Result<()> {
         loop {
+            let timers = match domain {
+                TimeDomain::EventTime => &mut self.event_timers,
+                TimeDomain::ProcessingTime => &mut self.processing_timers,
+            };
             let mut due = Vec::new();
             while due.len() < TIMERS_PER_CALL {
-                match self.event_timers.first() {
-                    Some((time, _)) if *time <= self.watermark => {
-                        due.extend(self.event_timers.pop_first());
-                    }
+                match timers.first() {
+                    Some((time, _)) if *time <= now => due.extend(timers.pop_first()),
                     _ => break,
                 }
             }
             if due.is_empty() {
                 return Ok(());
             }
-            self.fire(&due)?;
+            self.fire(domain, &due)?;
         }
     }
 
-    fn fire(&mut self, due: &[(i64, String)]) -> Result<()> {
+    fn fire(&mut self, domain: TimeDomain, due: &[(i64, String)]) -> Result<()> {
         let mut index: HashMap<&str, u32> = HashMap::new();
         let mut keys: Vec<&str> = Vec::new();
         let fired: Vec<FiredTimer> = due
@@ -194,7 +200,7 @@ impl Worker {
                     keys.push(key);
                     keys.len() as u32 - 1
                 }),
-                domain: TimeDomain::EventTime,
+                domain,
                 time: *time,
             })
             .collect();
@@ -402,15 +408,15 @@ impl Worker {
         }
         for timer in &output.timers {
             let key = key_of(timer.group)?;
-            if timer.domain != TimeDomain::EventTime {
-                tracing::warn!(operator = %self.label(), "processing-time timers are not supported yet; ignored");
-                continue;
-            }
+            let timers = match timer.domain {
+                TimeDomain::EventTime => &mut self.event_timers,
+                TimeDomain::ProcessingTime => &mut self.processing_timers,
+            };
             let entry = (timer.time, key.clone());
             if timer.delete {
-                self.event_timers.remove(&entry);
+                timers.remove(&entry);
             } else {
-                self.event_timers.insert(entry);
+                timers.insert(entry);
             }
         }
         Ok(())
