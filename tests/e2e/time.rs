@@ -463,3 +463,97 @@ path = "reminders.jsonl"
     drop(stdin);
     assert!(child.wait().unwrap().success());
 }
+
+/// Timers belong to the key's state in the host: a window whose timer was
+/// registered by one version fires after a swap to the next one.
+#[test]
+fn timers_survive_a_hot_swap() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = repo().join("examples/error-rate-alert/operator");
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"admin = "127.0.0.1:0"
+[[source]]
+type = "stdin"
+event_time = {{ field = "ts" }}
+[[operator]]
+id = "error-rate"
+crate = "{}"
+key_by = "service"
+[[sink]]
+type = "jsonl"
+path = "alerts.jsonl"
+"#,
+            operator.display()
+        ),
+    )
+    .unwrap();
+    let mut child = crate::support::weir()
+        .args(["run", s(&pipeline)])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    use std::io::{BufRead, Write};
+    let mut lines = stderr.lines();
+    let address = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("weir: admin API on http://")
+                .map(str::to_owned)
+        })
+        .expect("an admin address");
+    std::thread::spawn(move || lines.for_each(drop));
+    let admin = weir::control::client::AdminClient::new(address.parse().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    // 30 errors of service x in the first 3 seconds: each opens 6 windows
+    // and registers their timers under version 1.
+    let t0 = 1_767_225_600_000i64;
+    for i in 0..30 {
+        let line = json!({"service": "x", "level": "error", "ts": t0 + i * 100});
+        writeln!(stdin, "{line}").unwrap();
+    }
+    stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while admin.status().unwrap()[0].records_in < 30 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let component = weir::builder::build_crate(&operator).unwrap();
+    let report = admin
+        .deploy("error-rate", &std::fs::read(component).unwrap())
+        .unwrap();
+    assert_eq!(report.version, 2);
+    // Another service moves the watermark past every window of x.
+    writeln!(
+        stdin,
+        "{}",
+        json!({"service": "y", "level": "info", "ts": t0 + 300_000})
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    let out = dir.path().join("alerts.jsonl");
+    loop {
+        let alerts = std::fs::read_to_string(&out).unwrap_or_default();
+        if alerts.lines().count() == 6 {
+            assert!(
+                alerts
+                    .lines()
+                    .all(|l| l.contains(r#""errors":30,"total":30"#)),
+                "{alerts}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no alerts after the swap: {alerts}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
