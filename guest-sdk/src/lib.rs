@@ -43,6 +43,7 @@ mod host;
 mod keyed;
 mod operators;
 mod ser;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 pub mod windows;
 

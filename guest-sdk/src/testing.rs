@@ -14,9 +14,9 @@
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::abi::types::{Batch, KeyGroup, Values};
+use crate::abi::types::{Batch, FiredTimer, KeyGroup, Output, TimeDomain, Values};
 use crate::batch::{is_valid, take, text};
 use crate::operators::Operator;
 use crate::ser::BatchBuilder;
@@ -85,6 +85,16 @@ pub struct Harness {
     operator: Box<dyn Operator>,
     key_field: Option<String>,
     states: HashMap<String, Vec<u8>>,
+    clock: Option<Clock>,
+}
+
+/// Event time as a source with `event_time = { field, watermark_delay }`
+/// keeps it, and the event-time timers the host would keep.
+struct Clock {
+    field: String,
+    delay_ms: i64,
+    max_seen: Option<i64>,
+    timers: BTreeSet<(i64, String)>,
 }
 
 impl Harness {
@@ -100,7 +110,30 @@ impl Harness {
             operator,
             key_field: None,
             states: HashMap::new(),
+            clock: None,
         }
+    }
+
+    /// Gives records an event time, read from their integer field `field`
+    /// (epoch ms), with a watermark trailing the largest seen by `delay_ms`;
+    /// event-time timers then fire after each run as the watermark passes
+    /// them, and [`Harness::finish`] fires the rest.
+    pub fn event_time(mut self, field: &str, delay_ms: i64) -> Self {
+        self.clock = Some(Clock {
+            field: field.to_owned(),
+            delay_ms,
+            max_seen: None,
+            timers: BTreeSet::new(),
+        });
+        self
+    }
+
+    /// Ends the input: the watermark moves to the end of time and every
+    /// event-time timer fires.
+    pub fn finish(&mut self) -> TestOutput {
+        let mut result = TestOutput::default();
+        self.fire_timers(i64::MAX, &mut result);
+        result
     }
 
     /// A harness for a keyed operator, keyed by the record field `key_field`.
@@ -151,23 +184,83 @@ impl Harness {
             None => Vec::new(),
             Some(field) => self.groups(&batch, field),
         };
+        let times = self.stamp(&batch);
+        crate::host::NATIVE.with_borrow_mut(|h| h.event_times = times);
         let output = self
             .operator
             .process(&batch, groups.clone())
             .expect("the operator failed the batch");
+        let keys: Vec<String> = groups.iter().map(|g| g.key.clone()).collect();
+        let mut result = TestOutput::default();
+        self.apply(&keys, &output, Some(&batch), &mut result);
+        result.rejected = output
+            .rejected
+            .iter()
+            .map(|r| (r.row as usize, r.reason.clone()))
+            .collect();
+        if let Some(watermark) = self
+            .clock
+            .as_ref()
+            .and_then(|c| c.max_seen.map(|m| m.saturating_sub(c.delay_ms)))
+        {
+            self.fire_timers(watermark, &mut result);
+        }
+        result
+    }
+
+    /// Each row's event time and the watermark it arrives under.
+    fn stamp(&mut self, batch: &Batch) -> (Vec<i64>, Vec<i64>) {
+        let Some(clock) = self.clock.as_mut() else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut times = (Vec::new(), Vec::new());
+        for record in rows_of(batch) {
+            let time = record
+                .get(&clock.field)
+                .and_then(Value::as_i64)
+                .expect("test records carry their event time as epoch ms");
+            let watermark = clock
+                .max_seen
+                .map_or(i64::MIN, |m| m.saturating_sub(clock.delay_ms));
+            clock.max_seen = Some(clock.max_seen.map_or(time, |m| m.max(time)));
+            times.0.push(time);
+            times.1.push(watermark);
+        }
+        times
+    }
+
+    /// Applies a call's state updates and timers, and collects its records.
+    fn apply(
+        &mut self,
+        keys: &[String],
+        output: &Output,
+        input: Option<&Batch>,
+        result: &mut TestOutput,
+    ) {
         for update in &output.state_updates {
-            let key = groups[update.group as usize].key.clone();
+            let key = keys[update.group as usize].clone();
             match &update.state {
                 Some(bytes) => self.states.insert(key, bytes.clone()),
                 None => self.states.remove(&key),
             };
         }
-        let mut result = TestOutput::default();
+        if let Some(clock) = self.clock.as_mut() {
+            for timer in &output.timers {
+                if timer.domain != TimeDomain::EventTime {
+                    continue;
+                }
+                let entry = (timer.time, keys[timer.group as usize].clone());
+                if timer.delete {
+                    clock.timers.remove(&entry);
+                } else {
+                    clock.timers.insert(entry);
+                }
+            }
+        }
         for emitted in &output.emitted {
-            let rows = if emitted.unchanged {
-                rows_of(&take(&batch, &emitted.origins))
-            } else {
-                rows_of(&emitted.batch)
+            let rows = match (emitted.unchanged, input) {
+                (true, Some(batch)) => rows_of(&take(batch, &emitted.origins)),
+                _ => rows_of(&emitted.batch),
             };
             result
                 .outputs
@@ -175,12 +268,39 @@ impl Harness {
                 .or_default()
                 .extend(rows);
         }
-        result.rejected = output
-            .rejected
-            .iter()
-            .map(|r| (r.row as usize, r.reason.clone()))
-            .collect();
-        result
+    }
+
+    /// Fires every event-time timer at or before `watermark`, in time order.
+    fn fire_timers(&mut self, watermark: i64, result: &mut TestOutput) {
+        crate::host::NATIVE.with_borrow_mut(|h| h.watermark = watermark);
+        loop {
+            let Some(clock) = self.clock.as_mut() else {
+                return;
+            };
+            let due: Vec<(i64, String)> = match clock.timers.first() {
+                Some((time, _)) if *time <= watermark => {
+                    clock.timers.pop_first().into_iter().collect()
+                }
+                _ => return,
+            };
+            let (time, key) = &due[0];
+            let groups = vec![KeyGroup {
+                key: key.clone(),
+                rows: Vec::new(),
+                state: self.states.get(key).cloned(),
+            }];
+            let fired = vec![FiredTimer {
+                group: 0,
+                domain: TimeDomain::EventTime,
+                time: *time,
+            }];
+            crate::host::NATIVE.with_borrow_mut(|h| h.event_times = (vec![*time], vec![watermark]));
+            let output = self
+                .operator
+                .on_timer(fired, groups)
+                .expect("the timer function failed");
+            self.apply(&[key.clone()], &output, None, result);
+        }
     }
 
     fn groups(&self, batch: &Batch, field: &str) -> Vec<KeyGroup> {
