@@ -299,7 +299,7 @@ impl Harness {
                 .operator
                 .on_timer(fired, groups)
                 .expect("the timer function failed");
-            self.apply(&[key.clone()], &output, None, result);
+            self.apply(std::slice::from_ref(key), &output, None, result);
         }
     }
 
