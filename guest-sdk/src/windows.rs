@@ -327,3 +327,26 @@ pub fn fire<A: Default, R: IntoRecords>(
     }
     Ok(())
 }
+
+/// Top-N over a window's results: the `n` items with the largest `by`, ties
+/// broken by the smallest `then_by`, each with its rank (from 1).
+///
+/// ```
+/// let sold = vec![("kiwi", 3), ("fig", 7), ("apple", 7), ("date", 1)];
+/// let top = weir_guest::windows::top_n(sold, 2, |s| s.1, |s| s.0);
+/// assert_eq!(top, vec![(1, ("apple", 7)), (2, ("fig", 7))]);
+/// ```
+pub fn top_n<T, K: Ord, U: Ord>(
+    mut items: Vec<T>,
+    n: usize,
+    by: impl Fn(&T) -> K,
+    then_by: impl Fn(&T) -> U,
+) -> Vec<(usize, T)> {
+    items.sort_by(|a, b| by(b).cmp(&by(a)).then_with(|| then_by(a).cmp(&then_by(b))));
+    items.truncate(n);
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (i + 1, t))
+        .collect()
+}

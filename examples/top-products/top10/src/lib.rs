@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use weir_guest::Keyed;
+use weir_guest::windows::top_n;
 
 const TOP: usize = 10;
 
@@ -44,21 +45,15 @@ pub fn rank(ctx: &mut Keyed<Pending>) -> Vec<Ranked> {
     let Some((_, time)) = ctx.fired_timer() else {
         return Vec::new();
     };
-    let mut day = ctx.state().remove(&time).unwrap_or_default();
+    let day = ctx.state().remove(&time).unwrap_or_default();
     if ctx.get().is_some_and(BTreeMap::is_empty) {
         ctx.clear();
     }
-    day.sort_by(|a, b| {
-        b.units
-            .cmp(&a.units)
-            .then_with(|| a.product.cmp(&b.product))
-    });
-    day.into_iter()
-        .take(TOP)
-        .enumerate()
-        .map(|(i, r)| Ranked {
+    top_n(day, TOP, |r| r.units, |r| r.product.clone())
+        .into_iter()
+        .map(|(rank, r)| Ranked {
             day: r.day,
-            rank: i + 1,
+            rank,
             product: r.product,
             units: r.units,
         })
