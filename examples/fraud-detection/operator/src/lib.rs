@@ -100,3 +100,22 @@ mod tests {
         assert_eq!(harness.state("7"), None);
     }
 }
+
+#[cfg(test)]
+mod integer_amounts {
+    use serde_json::json;
+    use weir_guest::testing::Harness;
+
+    #[test]
+    fn whole_dollar_amounts_are_numbers_too() {
+        let mut harness = Harness::keyed(super::weir_operator(), "account_id");
+        let out = harness.run(&[
+            json!({"tx_id": 1, "account_id": 7, "amount": 0, "ts": 1_000}),
+            json!({"tx_id": 2, "account_id": 7, "amount": 501, "ts": 2_000}),
+        ]);
+        assert_eq!(
+            out.records("out"),
+            vec![json!({"account_id": 7, "small_tx_id": 1, "large_tx_id": 2})]
+        );
+    }
+}
