@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use weir::builder::build_crate;
+use weir::builder::build_operator;
 use weir::config::Pipeline;
 use weir::control::client::{AdminClient, DEFAULT_ADMIN};
 use weir::control::{DeployReport, OperatorStatus, admin, watch};
@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline to the end of its input (building its Rust operators if needed).
+    /// Run a pipeline to the end of its input (building its operator projects if needed).
     Run {
         /// The pipeline file.
         pipeline: PathBuf,
@@ -44,7 +44,7 @@ enum Command {
     Deploy {
         /// The operator id.
         operator: String,
-        /// The component file, or an operator crate folder to build first.
+        /// The component file, or an operator project folder (Rust, Python, JavaScript) to build first.
         component: PathBuf,
         /// The running pipeline's admin address.
         #[arg(long, env = "WEIR_ADMIN", default_value = DEFAULT_ADMIN)]
@@ -67,10 +67,10 @@ enum Command {
         #[arg(long, env = "WEIR_ADMIN", default_value = DEFAULT_ADMIN)]
         admin: SocketAddr,
     },
-    /// Build a pipeline's operator crates (or one operator crate folder) into
+    /// Build a pipeline's operator projects (or one operator folder: Rust, Python or JavaScript) into
     /// components, and precompile them into the cache so runs and deploys start fast.
     Build {
-        /// A pipeline file or an operator crate folder.
+        /// A pipeline file or an operator project folder.
         path: PathBuf,
     },
     /// Check the pipeline file and every operator component without running.
@@ -145,7 +145,7 @@ fn run(cli: Cli) -> Result<()> {
             admin,
         } => {
             let file = if component.is_dir() {
-                build_crate(&component)?
+                build_operator(&component)?
             } else {
                 component
             };
@@ -176,7 +176,7 @@ fn run(cli: Cli) -> Result<()> {
                     || "operator".to_owned(),
                     |n| n.to_string_lossy().into_owned(),
                 );
-                vec![(name, build_crate(&path)?)]
+                vec![(name, build_operator(&path)?)]
             } else {
                 component_files(&Pipeline::load(&path)?)?
             };
