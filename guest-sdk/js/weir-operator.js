@@ -29,9 +29,11 @@
 //
 // Numbers: JavaScript has one number type, so an output column of numbers is
 // int64 when every value is an integer and float64 as soon as one is not, or
-// when a value is wrapped in `float(x)`: wrap values that must stay floats
-// even when integral (`float(500 / 100)` is written `5.0`, not `5`). Integers
-// beyond 2^53 arrive as BigInt.
+// when a value is a `Float`: wrap values that must stay floats even when
+// integral in `float(x)` (`float(500 / 100)` is written `5.0`, not `5`). An
+// input float that is integral (`5.0`, `1e2`) arrives as a `Float` (it is not
+// `Number.isInteger`, and `+x` or `Number(x)` gives the number), so it keeps
+// its type on the way out. Integers beyond 2^53 arrive as BigInt.
 
 import {
   log as hostLog,
@@ -135,13 +137,21 @@ function decodeColumn(col, rows) {
       for (let i = 0; i < rows; i++) out[i] = int(v.val[i]);
       return out;
     }
-    case "float64":
+    case "float64": {
+      // Integral floats arrive as `Float`, so they stay floats on the way out.
+      const out = new Array(rows);
+      for (let i = 0; i < rows; i++) {
+        const x = v.val[i];
+        out[i] = Number.isInteger(x) ? new Float(x) : x;
+      }
+      return out;
+    }
     case "boolean":
       return v.val;
     case "utf8":
       return texts(v.val, rows);
     case "json":
-      return texts(v.val, rows).map((s) => (s === "" ? null : JSON.parse(s)));
+      return texts(v.val, rows).map((s) => (s === "" ? null : parseJson(s)));
     default:
       throw new Error(`column \`${col.name}\` has an unknown type \`${v.tag}\``);
   }
@@ -202,9 +212,36 @@ export function floatJson(x) {
   return `${sign}${m}e${point - 1}`;
 }
 
+/** `value` as JSON text the way the Rust SDK writes it (sorted keys, `5.0` for a `Float`). */
+export function toJson(value) {
+  if (value instanceof Float) return floatJson(value.value);
+  if (typeof value === "number" && !Number.isInteger(value)) return floatJson(value);
+  return jsonDoc(value);
+}
+
+// Nested values are written with sorted keys, as serde_json writes a `Value`
+// (the Rust SDK's untyped JSON), and floats as Rust writes them.
 function jsonDoc(v) {
   return JSON.stringify(v, (_k, x) => {
     if (typeof x === "bigint") return JSON.rawJSON ? JSON.rawJSON(String(x)) : Number(x);
+    if (x instanceof Float) return JSON.rawJSON ? JSON.rawJSON(floatJson(x.value)) : x.value;
+    if (x !== null && typeof x === "object" && !Array.isArray(x)) {
+      const sorted = {};
+      for (const k of Object.keys(x).sort()) sorted[k] = x[k];
+      return sorted;
+    }
+    return x;
+  });
+}
+
+// A JSON document as values; a number written with a fraction or exponent
+// that is integral (`1.0`, `1e2`) arrives as a `Float`, so it stays a float,
+// as in Rust and Python.
+function parseJson(text) {
+  return JSON.parse(text, (_k, x, context) => {
+    if (typeof x === "number" && Number.isInteger(x) && context && /[.eE]/.test(context.source)) {
+      return new Float(x);
+    }
     return x;
   });
 }
@@ -487,7 +524,7 @@ function jsonBytes(v) {
 }
 
 function fromJsonBytes(b) {
-  return JSON.parse(decoder.decode(b));
+  return parseJson(decoder.decode(b));
 }
 
 /** A map state of the current key, kept by the host (JSON entries and values). */

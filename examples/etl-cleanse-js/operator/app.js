@@ -3,14 +3,14 @@
 // The JavaScript twin of `examples/etl-cleanse/operator` (Rust): same rules,
 // same output, same dead-letter reasons.
 
-import { Reject, filterMap, float } from "weir-operator";
+import { Reject, filterMap, float, toJson } from "weir-operator";
 import { ParseError, parseMillis } from "./rfc3339.js";
 
 function text(order, field) {
   const value = order[field];
   if (typeof value === "string") return value;
   if (value === undefined || value === null) throw new Reject(`missing field \`${field}\``);
-  throw new Reject(`field \`${field}\` must be a string, not ${JSON.stringify(value)}`);
+  throw new Reject(`field \`${field}\` must be a string, not ${toJson(value)}`);
 }
 
 function isU64(v) {

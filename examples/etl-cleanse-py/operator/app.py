@@ -3,9 +3,7 @@ normalises the rest, and dead-letters orders whose timestamp is unusable.
 The Python twin of `examples/etl-cleanse/operator` (Rust): same rules, same
 output, same dead-letter reasons."""
 
-import json
-
-from weir_operator import Reject, filter_map
+from weir_operator import Reject, filter_map, to_json
 
 from rfc3339 import ParseError, parse_millis
 
@@ -18,7 +16,7 @@ def text(order, field):
         return value
     if value is None:
         raise Reject(f"missing field `{field}`")
-    raise Reject(f"field `{field}` must be a string, not {json.dumps(value, separators=(',', ':'), sort_keys=True)}")
+    raise Reject(f"field `{field}` must be a string, not {to_json(value)}")
 
 
 @filter_map

@@ -42,6 +42,7 @@ from ._runtime import (
     keyed,
     log,
     map,
+    to_json,
 )
 
 __all__ = [
@@ -56,4 +57,5 @@ __all__ = [
     "keyed",
     "log",
     "map",
+    "to_json",
 ]

@@ -10,6 +10,7 @@ the call, one column at a time. The type rule is the Rust SDK's: a column
 whose non-null values are all `int` is int64, all `float` float64, all `bool`
 boolean, all `str` utf8; anything else (nested values, or a mix of types,
 including ints mixed with floats) is a JSON column, so nothing is lost.
+Nested objects are written with sorted keys, as serde_json writes a `Value`.
 """
 
 import json
@@ -86,6 +87,12 @@ def float_json(x):
     return f"{mantissa}e{exp}"
 
 
+def to_json(v):
+    """`v` as JSON text the way the Rust SDK writes it (sorted keys, floats
+    in serde_json's form)."""
+    return _scalar_json(v)
+
+
 def _scalar_json(v):
     t = type(v)
     if t is bool:
@@ -96,7 +103,8 @@ def _scalar_json(v):
         return float_json(v)
     if t is str:
         return json.dumps(v, ensure_ascii=False)
-    return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+    # Keys sorted, as serde_json writes a `Value` (the Rust SDK's untyped JSON).
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
 def _text_values(strings, types):

@@ -37,6 +37,9 @@ def registered():
     return _operator
 
 
+to_json = _columns.to_json
+
+
 def config():
     """The operator's `config` table from the pipeline file, as a dict."""
     return _config
