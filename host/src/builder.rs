@@ -166,7 +166,7 @@ const WIT_FILES: [(&str, &str); 4] = [
 ];
 
 /// The Python SDK, compiled into `weir` so a build needs no checkout.
-const PYTHON_SDK: [(&str, &str); 4] = [
+const PYTHON_SDK: [(&str, &str); 5] = [
     (
         "weir_operator/__init__.py",
         include_str!("../../guest-sdk/python/weir_operator/__init__.py"),
@@ -178,6 +178,10 @@ const PYTHON_SDK: [(&str, &str); 4] = [
     (
         "weir_operator/_runtime.py",
         include_str!("../../guest-sdk/python/weir_operator/_runtime.py"),
+    ),
+    (
+        "weir_operator/testing.py",
+        include_str!("../../guest-sdk/python/weir_operator/testing.py"),
     ),
     (
         "weir_operator/_component.py",
