@@ -110,6 +110,10 @@ pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 /// The componentize-js release JavaScript operators are built with (from npm).
 pub const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
 
+/// The preview2-shim release installed beside componentize-js, which runs it
+/// without declaring it as a dependency.
+pub const PREVIEW2_SHIM_VERSION: &str = "0.25.0";
+
 /// The language of an operator project folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Language {
@@ -332,7 +336,8 @@ fn build_js(dir: &Path) -> Result<PathBuf> {
         &format!(
             "building JavaScript operators needs componentize-js; install it in the operator \
              folder (or a parent) with `npm install --save-dev \
-             @bytecodealliance/componentize-js@{COMPONENTIZE_JS_VERSION}`"
+             @bytecodealliance/componentize-js@{COMPONENTIZE_JS_VERSION} \
+             @bytecodealliance/preview2-shim@{PREVIEW2_SHIM_VERSION}`"
         ),
     )
 }

@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use weir::builder::build_operator;
+use weir::builder::{Language, build_operator};
 use weir::config::Pipeline;
 use weir::control::client::{AdminClient, DEFAULT_ADMIN};
 use weir::control::{DeployReport, OperatorStatus, admin, watch};
 use weir::operators::{component_files, prepare_all};
+use weir::scaffold::new_project;
 use weir::{WasmEngine, runtime};
 
 /// Weir runs stream pipelines whose operators are sandboxed WebAssembly components.
@@ -78,6 +79,22 @@ enum Command {
         /// The pipeline file.
         pipeline: PathBuf,
     },
+    /// Create an operator project with a sample pipeline, input and expected output.
+    New {
+        /// The project folder to create; its name names the operator.
+        path: PathBuf,
+        /// The operator's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Lang,
+    },
+}
+
+/// The languages `weir new` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Lang {
+    Rust,
+    Python,
+    Js,
 }
 
 fn main() -> ExitCode {
@@ -216,6 +233,23 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             println!("{}: ok", pipeline.file.display());
+            Ok(())
+        }
+        Command::New { path, lang } => {
+            let language = match lang {
+                Lang::Rust => Language::Rust,
+                Lang::Python => Language::Python,
+                Lang::Js => Language::JavaScript,
+            };
+            let test = new_project(&path, language)?;
+            println!("created {}; in it:", path.display());
+            if matches!(lang, Lang::Js) {
+                println!("  {test}");
+            }
+            println!("  weir run pipeline.toml && diff expected.jsonl out/result.jsonl");
+            if !matches!(lang, Lang::Js) {
+                println!("  {test}");
+            }
             Ok(())
         }
     }

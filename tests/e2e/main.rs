@@ -7,4 +7,5 @@ mod hot_swap;
 mod nexmark;
 mod refusals;
 mod sandbox;
+mod scaffold;
 mod support;
