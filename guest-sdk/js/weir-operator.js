@@ -126,7 +126,8 @@ function texts(tv, rows) {
 }
 
 function int(x) {
-  return x >= -SAFE && x <= SAFE ? Number(x) : x;
+  const n = Number(x);
+  return Number.isSafeInteger(n) ? n : x;
 }
 
 function decodeColumn(col, rows) {
@@ -168,14 +169,51 @@ function decode(batch) {
     if (c.values.length < rows) throw new Error(`column \`${c.name}\` is shorter than the batch`);
   }
   const records = new Array(rows);
-  for (let i = 0; i < rows; i++) {
-    const r = {};
-    for (const c of cols) {
-      if (c.validity === null || (c.validity[i >> 3] >> (i & 7)) & 1) r[c.name] = c.values[i];
+  const make = recordMaker(cols.map((c) => c.name));
+  const values = cols.map((c) => c.values);
+  for (let i = 0; i < rows; i++) records[i] = make(values, i);
+  // Nulls are absent properties.
+  for (const c of cols) {
+    const bits = c.validity;
+    if (bits === null) continue;
+    for (let i = 0; i < rows; i++) {
+      if (!((bits[i >> 3] >> (i & 7)) & 1)) delete records[i][c.name];
     }
-    records[i] = r;
   }
   return records;
+}
+
+// A function that builds one record of a batch as an object literal with the
+// batch's field names, so every record of the batch has one shape; made once
+// per set of names. Falls back to plain property stores where code cannot be
+// generated.
+const makers = new Map();
+function recordMaker(names) {
+  const id = JSON.stringify(names);
+  let make = makers.get(id);
+  if (make !== undefined) return make;
+  try {
+    // `__proto__:` in a literal would set the prototype: not generated.
+    if (names.includes("__proto__")) throw new Error("__proto__");
+    const fields = names.map((n, j) => `${JSON.stringify(n)}: v[${j}][i]`).join(", ");
+    make = new Function("v", "i", `return { ${fields} };`);
+  } catch (_e) {
+    make = (v, i) => {
+      const r = {};
+      for (let j = 0; j < names.length; j++) {
+        Object.defineProperty(r, names[j], {
+          value: v[j][i],
+          writable: true,
+          enumerable: true,
+          configurable: true,
+        });
+      }
+      return r;
+    };
+  }
+  if (makers.size > 64) makers.clear();
+  makers.set(id, make);
+  return make;
 }
 
 // ---- records to columns ----------------------------------------------------
@@ -253,55 +291,72 @@ class EncodeError extends Error {
   }
 }
 
+const NON_ASCII = /[^\x00-\x7f]/;
+
 function textValues(strings) {
-  const parts = strings.map((s) => encoder.encode(s));
-  const offsets = new Int32Array(parts.length + 1);
-  let total = 0;
-  for (let i = 0; i < parts.length; i++) {
-    total += parts[i].length;
-    offsets[i + 1] = total;
-  }
-  if (total > 0x7fffffff) throw new Error("a text column of an output batch exceeds 2 GiB");
-  const bytes = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    bytes.set(p, at);
-    at += p.length;
+  const n = strings.length;
+  const offsets = new Int32Array(n + 1);
+  const joined = strings.join("");
+  let bytes;
+  if (!NON_ASCII.test(joined)) {
+    // ASCII: one encode for the column, offsets from string lengths.
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      total += strings[i].length;
+      offsets[i + 1] = total;
+    }
+    bytes = encoder.encode(joined);
+  } else {
+    const parts = strings.map((s) => encoder.encode(s));
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      total += parts[i].length;
+      offsets[i + 1] = total;
+    }
+    if (total > 0x7fffffff) throw new Error("a text column of an output batch exceeds 2 GiB");
+    bytes = new Uint8Array(total);
+    let at = 0;
+    for (const p of parts) {
+      bytes.set(p, at);
+      at += p.length;
+    }
   }
   return { offsets, bytes };
 }
 
 function column(name, values) {
   const n = values.length;
-  let nulls = false;
+  let nulls = 0;
   let numbers = 0;
   let floats = 0;
   let bigints = 0;
   let bools = 0;
   let strings = 0;
   let others = 0;
-  for (const v of values) {
-    if (v === null || v === undefined) nulls = true;
-    else if (typeof v === "number") {
+  for (let i = 0; i < n; i++) {
+    const v = values[i];
+    const t = typeof v;
+    if (t === "string") strings++;
+    else if (t === "number") {
       numbers++;
-      if (!Number.isInteger(v) || !Number.isSafeInteger(v)) floats++;
-    } else if (v instanceof Float) {
+      if (!Number.isSafeInteger(v)) floats++;
+    } else if (v === null || v === undefined) nulls++;
+    else if (t === "boolean") bools++;
+    else if (t === "bigint") bigints++;
+    else if (v instanceof Float) {
       numbers++;
       floats++;
-    } else if (typeof v === "bigint") bigints++;
-    else if (typeof v === "boolean") bools++;
-    else if (typeof v === "string") strings++;
-    else others++;
+    } else others++;
   }
   let validity;
-  if (nulls) {
+  if (nulls > 0) {
     validity = new Uint8Array(Math.max(1, (n + 7) >> 3));
     for (let i = 0; i < n; i++) {
       const v = values[i];
       if (v !== null && v !== undefined) validity[i >> 3] |= 1 << (i & 7);
     }
   }
-  const set = n - (nulls ? values.filter((v) => v === null || v === undefined).length : 0);
+  const set = n - nulls;
   const only = (count) => count > 0 && count === set;
   let out;
   if (only(numbers + bigints) && (bigints === 0 || floats === 0)) {
@@ -318,19 +373,29 @@ function column(name, values) {
       for (let i = 0; i < n; i++) {
         const v = values[i];
         if (v === null || v === undefined) continue;
-        const b = BigInt(v);
-        if (b < I64_MIN || b > I64_MAX) {
+        if (typeof v === "number") {
+          a[i] = BigInt(v); // a safe integer: always fits
+        } else if (v < I64_MIN || v > I64_MAX) {
           fits = false;
           break;
+        } else {
+          a[i] = v;
         }
-        a[i] = b;
       }
       if (fits) out = { tag: "int64", val: a };
     }
   } else if (only(bools)) {
-    out = { tag: "boolean", val: values.map((v) => v === true) };
+    const a = new Array(n);
+    for (let i = 0; i < n; i++) a[i] = values[i] === true;
+    out = { tag: "boolean", val: a };
   } else if (only(strings)) {
-    out = { tag: "utf8", val: textValues(nulls ? values.map((v) => v ?? "") : values) };
+    if (nulls) {
+      const a = new Array(n);
+      for (let i = 0; i < n; i++) a[i] = values[i] ?? "";
+      out = { tag: "utf8", val: textValues(a) };
+    } else {
+      out = { tag: "utf8", val: textValues(values) };
+    }
   }
   if (out === undefined) {
     const docs = new Array(n);
@@ -356,10 +421,15 @@ function column(name, values) {
 }
 
 function encode(records, names) {
-  return {
-    rows: records.length,
-    columns: names.map((name) => column(name, records.map((r) => r[name]))),
-  };
+  const n = records.length;
+  const columns = new Array(names.length);
+  for (let j = 0; j < names.length; j++) {
+    const name = names[j];
+    const values = new Array(n);
+    for (let i = 0; i < n; i++) values[i] = records[i][name];
+    columns[j] = column(name, values);
+  }
+  return { rows: n, columns };
 }
 
 // ---- emitting ------------------------------------------------------------
@@ -369,6 +439,7 @@ class Sink {
     this.records = [];
     this.origins = [];
     this.names = new Set();
+    this.lastKeys = null;
   }
   add(record, row) {
     if (record === null || typeof record !== "object" || Array.isArray(record)) {
@@ -376,7 +447,16 @@ class Sink {
         `an operator must emit an object, not ${Array.isArray(record) ? "an array" : typeof record}`,
       );
     }
-    for (const k in record) this.names.add(k);
+    // Records of one batch mostly share their keys: compare with the last
+    // record's before touching the set of names.
+    const keys = Object.keys(record);
+    const last = this.lastKeys;
+    let same = last !== null && last.length === keys.length;
+    for (let i = 0; same && i < keys.length; i++) same = keys[i] === last[i];
+    if (!same) {
+      for (const k of keys) this.names.add(k);
+      this.lastKeys = keys;
+    }
     this.records.push(record);
     this.origins.push(row);
   }
@@ -473,13 +553,22 @@ function stateless(name, perRow) {
     kind: "stateless",
     stateVersion: 0,
     process(records, _groups, emitter, rejected) {
+      const main = emitter.main;
       for (let row = 0; row < records.length; row++) {
         emitter.row = row;
-        const m = emitter.mark();
+        // Marks without allocating while there are no side outputs (most rows).
+        const emitted = main.records.length;
+        const kept = emitter.kept.length;
+        const m = emitter.sides.size > 0 ? emitter.mark() : null;
         try {
           perRow(records[row], emitter);
         } catch (e) {
-          emitter.rollback(m);
+          if (m !== null) emitter.rollback(m);
+          else {
+            main.truncate(emitted);
+            emitter.kept.length = kept;
+            for (const sink of emitter.sides.values()) sink.truncate(0);
+          }
           rejected.push({ row, reason: reason(e) });
         }
       }
