@@ -188,11 +188,34 @@ fn sales_by_product_in_python_matches_rust() {
 
 #[test]
 fn python_counter_v2_hot_swaps_in_for_rust_v1() {
+    hot_swap_rust_v1_for(&build("counter-v2-py"));
+}
+
+#[test]
+fn javascript_counter_v2_hot_swaps_in_for_rust_v1() {
+    // Built with the toolchain CI installed for etl-cleanse-js.
+    let dir = repo().join("examples/hot-swap/counter-v2-js");
+    let tool = repo().join("examples/etl-cleanse-js/operator/node_modules/.bin/componentize-js");
+    let output = weir()
+        .args(["build", s(&dir)])
+        .env("WEIR_COMPONENTIZE_JS", &tool)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    hot_swap_rust_v1_for(&dir.join(".weir/operator.wasm"));
+}
+
+/// Runs the Rust counter-v1 under load, deploys `v2` (a version 2 in another
+/// language) and checks that every count carries over.
+fn hot_swap_rust_v1_for(v2: &Path) {
     let v1 = build("counter-v1");
-    let v2 = build("counter-v2-py");
     let live = LiveRun::start(&v1, 2);
     live.flow(500);
-    let out = live.cli(&["deploy", "counter", s(&v2)]);
+    let out = live.cli(&["deploy", "counter", s(v2)]);
     assert!(
         out.status.success(),
         "{}",
