@@ -1,4 +1,6 @@
-//! Building Rust guest crates into components, as `spin up --build` does.
+//! Building operator projects into components: Rust crates with cargo, as
+//! `spin up --build` does; Python apps with componentize-py and JavaScript
+//! modules with componentize-js, each with the SDK and WIT that `weir` carries.
 //!
 //! Cargo decides what is stale (the crate, the SDK, any dependency), so a
 //! fresh component costs one no-op `cargo build` (a fraction of a second).
@@ -100,4 +102,389 @@ fn target_dir(manifest: &Path) -> Result<PathBuf> {
         .and_then(|t| t.as_str())
         .map(PathBuf::from)
         .context("`cargo metadata` gave no target directory")
+}
+
+/// The componentize-py release Python operators are built with (from PyPI).
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+
+/// The componentize-js release JavaScript operators are built with (from npm).
+pub const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
+
+/// The preview2-shim release installed beside componentize-js, which runs it
+/// without declaring it as a dependency.
+pub const PREVIEW2_SHIM_VERSION: &str = "0.25.0";
+
+/// The language of an operator project folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// A Rust crate (`Cargo.toml`), built by cargo.
+    Rust,
+    /// A Python app (`app.py`, maybe with a `pyproject.toml`), built by componentize-py.
+    Python,
+    /// A JavaScript module (`app.js` with a `package.json`), built by componentize-js.
+    JavaScript,
+}
+
+impl Language {
+    /// The language of the project in `dir`, from the files it holds.
+    ///
+    /// # Errors
+    /// When `dir` holds none of `Cargo.toml`, `app.py`, `pyproject.toml`, `package.json`.
+    pub fn of(dir: &Path) -> Result<Language> {
+        if dir.join("Cargo.toml").is_file() {
+            Ok(Language::Rust)
+        } else if dir.join("app.py").is_file() || dir.join("pyproject.toml").is_file() {
+            Ok(Language::Python)
+        } else if dir.join("package.json").is_file() || dir.join("app.js").is_file() {
+            Ok(Language::JavaScript)
+        } else {
+            bail!(
+                "`{}` is not an operator project: it has no `Cargo.toml` (Rust), `app.py` \
+                 (Python) or `package.json` (JavaScript)",
+                dir.display()
+            )
+        }
+    }
+}
+
+/// Builds the operator project in `dir`, in whatever language it is written,
+/// if it changed since its last build, and returns its component file.
+///
+/// # Errors
+/// When the folder is no operator project, its build tool is missing (the
+/// message gives the install command) or the build fails.
+pub fn build_operator(dir: &Path) -> Result<PathBuf> {
+    match Language::of(dir)? {
+        Language::Rust => build_crate(dir),
+        Language::Python => build_python(dir),
+        Language::JavaScript => build_js(dir),
+    }
+}
+
+/// The WIT package, written beside a Python or JavaScript build.
+const WIT_FILES: [(&str, &str); 4] = [
+    ("host.wit", include_str!("../../wit/host.wit")),
+    ("operator.wit", include_str!("../../wit/operator.wit")),
+    ("types.wit", include_str!("../../wit/types.wit")),
+    ("world.wit", include_str!("../../wit/world.wit")),
+];
+
+/// The Python SDK, compiled into `weir` so a build needs no checkout.
+const PYTHON_SDK: [(&str, &str); 5] = [
+    (
+        "weir_operator/__init__.py",
+        include_str!("../../guest-sdk/python/weir_operator/__init__.py"),
+    ),
+    (
+        "weir_operator/_columns.py",
+        include_str!("../../guest-sdk/python/weir_operator/_columns.py"),
+    ),
+    (
+        "weir_operator/_runtime.py",
+        include_str!("../../guest-sdk/python/weir_operator/_runtime.py"),
+    ),
+    (
+        "weir_operator/testing.py",
+        include_str!("../../guest-sdk/python/weir_operator/testing.py"),
+    ),
+    (
+        "weir_operator/_component.py",
+        include_str!("../../guest-sdk/python/weir_operator/_component.py"),
+    ),
+];
+
+/// The module componentize-py starts from: the app declares its operator,
+/// the SDK exports it.
+const PYTHON_ENTRY: &str = "import app  # noqa: F401  (declares the operator)\n\
+     from weir_operator._component import Operator  # noqa: F401\n";
+
+/// The JavaScript SDK, compiled into `weir` like the Python one.
+const JS_SDK: [(&str, &str); 1] = [(
+    "weir-operator.js",
+    include_str!("../../guest-sdk/js/weir-operator.js"),
+)];
+
+/// Where a Python or JavaScript build writes its files, inside the project.
+pub const BUILD_DIR: &str = ".weir";
+
+fn build_python(dir: &Path) -> Result<PathBuf> {
+    if !dir.join("app.py").is_file() {
+        bail!(
+            "`{}` has no `app.py`: a Python operator declares its function there",
+            dir.display()
+        );
+    }
+    let mut files: Vec<(String, String)> = WIT_FILES
+        .iter()
+        .map(|(name, text)| (wit_name(name).to_owned(), (*text).to_owned()))
+        .collect();
+    files.extend(
+        PYTHON_SDK
+            .iter()
+            .map(|(n, t)| (format!("py/{n}"), (*t).to_owned())),
+    );
+    files.push(("py/weir_entry.py".to_owned(), PYTHON_ENTRY.to_owned()));
+    // componentize-py reads one folder tree: the app's modules are copied
+    // beside the SDK and the entry module.
+    files.extend(project_sources(dir, &["py"], "py", |text, _| text)?);
+    build_with_tool(
+        dir,
+        &files,
+        &format!("componentize-py {COMPONENTIZE_PY_VERSION}"),
+        |build, out| {
+            let mut cmd = Command::new(tool("WEIR_COMPONENTIZE_PY", "componentize-py", dir));
+            cmd.arg("-d")
+                .arg(build.join("wit"))
+                .args(["-w", "operator-component", "componentize", "-p"])
+                .arg(build.join("py"))
+                .arg("weir_entry")
+                .arg("-o")
+                .arg(out);
+            cmd
+        },
+        &format!(
+            "building Python operators needs componentize-py; install it with \
+             `pip install componentize-py=={COMPONENTIZE_PY_VERSION}`"
+        ),
+    )
+}
+
+/// The project's files with one of `extensions`, as `(into/RELATIVE, text)`,
+/// each passed through `transform(text, depth)` (`depth`: folders between
+/// the file and `into`, plus one).
+fn project_sources(
+    dir: &Path,
+    extensions: &[&str],
+    into: &str,
+    transform: impl Fn(String, usize) -> String,
+) -> Result<Vec<(String, String)>> {
+    let mut sources = Vec::new();
+    collect_sources(dir, &mut sources)?;
+    let mut out = Vec::new();
+    for path in sources {
+        let Some(ext) = path.extension().and_then(|e| e.to_str()) else {
+            continue;
+        };
+        if !extensions.contains(&ext) {
+            continue;
+        }
+        let relative = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        let depth = relative.components().count();
+        out.push((
+            format!("{into}/{}", relative.to_string_lossy()),
+            transform(text, depth),
+        ));
+    }
+    Ok(out)
+}
+
+fn build_js(dir: &Path) -> Result<PathBuf> {
+    if !dir.join("app.js").is_file() {
+        bail!(
+            "`{}` has no `app.js`: a JavaScript operator declares its function there",
+            dir.display()
+        );
+    }
+    let mut files: Vec<(String, String)> = WIT_FILES
+        .iter()
+        .map(|(name, text)| (wit_name(name).to_owned(), (*text).to_owned()))
+        .collect();
+    files.extend(
+        JS_SDK
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned())),
+    );
+    files.push(("src/__weir_entry.js".to_owned(), JS_ENTRY.to_owned()));
+    // componentize-js resolves relative imports only, so the project's
+    // modules are copied under `.weir/src/` with `"weir-operator"` pointing
+    // at the SDK file.
+    files.extend(project_sources(
+        dir,
+        &["js", "mjs"],
+        "src",
+        |text, depth| {
+            let up = "../".repeat(depth);
+            text.replace("\"weir-operator\"", &format!("\"{up}weir-operator.js\""))
+                .replace("'weir-operator'", &format!("'{up}weir-operator.js'"))
+        },
+    )?);
+    build_with_tool(
+        dir,
+        &files,
+        &format!("componentize-js {COMPONENTIZE_JS_VERSION}"),
+        |build, out| {
+            let mut cmd = Command::new(tool("WEIR_COMPONENTIZE_JS", "componentize-js", dir));
+            // The operator needs no WASI HTTP: leaving it out keeps the
+            // component linkable by the sandbox, which offers none.
+            cmd.arg(build.join("src").join("__weir_entry.js"))
+                .arg("--wit")
+                .arg(build.join("wit"))
+                .args([
+                    "-n",
+                    "operator-component",
+                    "-d",
+                    "http",
+                    "-d",
+                    "fetch-event",
+                ])
+                .arg("-o")
+                .arg(out);
+            cmd
+        },
+        &format!(
+            "building JavaScript operators needs componentize-js; install it in the operator \
+             folder (or a parent) with `npm install --save-dev \
+             @bytecodealliance/componentize-js@{COMPONENTIZE_JS_VERSION} \
+             @bytecodealliance/preview2-shim@{PREVIEW2_SHIM_VERSION}`"
+        ),
+    )
+}
+
+/// The module componentize-js starts from: the app declares its operator,
+/// the SDK exports it.
+const JS_ENTRY: &str = "import \"./app.js\";\nexport { operator } from \"../weir-operator.js\";\n";
+
+/// `wit/NAME`, as a static string.
+fn wit_name(name: &str) -> &'static str {
+    match name {
+        "host.wit" => "wit/host.wit",
+        "operator.wit" => "wit/operator.wit",
+        "types.wit" => "wit/types.wit",
+        _ => "wit/world.wit",
+    }
+}
+
+/// The build tool: `$VAR` if set, else `node_modules/.bin/NAME` in `dir` or
+/// a parent of it, else `NAME` on the `PATH`.
+fn tool(var: &str, name: &str, dir: &Path) -> std::ffi::OsString {
+    if let Some(path) = std::env::var_os(var) {
+        return path;
+    }
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    for folder in absolute.ancestors() {
+        let candidate = folder.join("node_modules").join(".bin").join(name);
+        if candidate.is_file() {
+            return candidate.into_os_string();
+        }
+    }
+    name.into()
+}
+
+/// Writes `files` under `dir/.weir`, and runs the build `command(build_dir,
+/// out)` unless the project, the SDK and the tool are what the last build used.
+fn build_with_tool(
+    dir: &Path,
+    files: &[(String, String)],
+    tool_pin: &str,
+    command: impl FnOnce(&Path, &Path) -> Command,
+    missing_tool: &str,
+) -> Result<PathBuf> {
+    let dir =
+        std::path::absolute(dir).with_context(|| format!("cannot resolve `{}`", dir.display()))?;
+    let build = dir.join(BUILD_DIR);
+    let wasm = build.join("operator.wasm");
+    let stamp = build.join("operator.wasm.inputs");
+    let fingerprint = fingerprint(&dir, files, tool_pin)?;
+    if wasm.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&fingerprint) {
+        return Ok(wasm);
+    }
+    // Each build stages its files in a folder of its own and renames the
+    // component into place, so parallel builds of one project (tests) never
+    // see each other's half-written files.
+    let stage = build.join(format!("stage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&stage);
+    for (name, text) in files {
+        let path = stage.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create `{}`", parent.display()))?;
+        }
+        std::fs::write(&path, text)
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
+    }
+    let partial = stage.join("operator.wasm");
+    let mut cmd = command(&stage, &partial);
+    cmd.current_dir(&dir).stdin(std::process::Stdio::null());
+    let output = cmd.output();
+    let output = match output {
+        Ok(output) => output,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&stage);
+            if e.kind() == std::io::ErrorKind::NotFound {
+                bail!("{missing_tool}");
+            }
+            return Err(e).context(format!("cannot run the build tool of `{}`", dir.display()));
+        }
+    };
+    if !output.status.success() || !partial.is_file() {
+        let _ = std::fs::remove_dir_all(&stage);
+        bail!(
+            "building `{}` failed:\n{}{}",
+            dir.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    std::fs::rename(&partial, &wasm)
+        .with_context(|| format!("cannot move the component to `{}`", wasm.display()))?;
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::write(&stamp, &fingerprint)
+        .with_context(|| format!("cannot write `{}`", stamp.display()))?;
+    Ok(wasm)
+}
+
+/// A digest of everything a build reads: the project's files (but build
+/// output, caches and dependencies), the SDK and WIT files, and the tool pin.
+fn fingerprint(dir: &Path, files: &[(String, String)], tool_pin: &str) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(tool_pin.as_bytes());
+    for (name, text) in files {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(text.as_bytes());
+        hasher.update([0]);
+    }
+    let mut sources = Vec::new();
+    collect_sources(dir, &mut sources)?;
+    sources.sort();
+    for path in sources {
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
+        hasher.update(
+            path.strip_prefix(dir)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        hasher.update([0]);
+        hasher.update(&bytes);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn collect_sources(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read `{}`", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read `{}`", dir.display()))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || matches!(name.as_ref(), "node_modules" | "__pycache__" | "out")
+        {
+            continue;
+        }
+        let path = entry.path();
+        let kind = entry
+            .file_type()
+            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        if kind.is_dir() {
+            collect_sources(&path, out)?;
+        } else if kind.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
 }

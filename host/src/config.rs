@@ -172,8 +172,10 @@ pub enum Format {
 pub struct OperatorConfig {
     /// The operator's id: names it in errors, state and deployments.
     pub id: String,
-    /// A Rust guest crate (folder with `Cargo.toml`), built to a component on demand.
-    #[serde(rename = "crate", default)]
+    /// An operator project folder, built to a component on demand: a Rust
+    /// crate (`Cargo.toml`), a Python app (`app.py`) or a JavaScript module
+    /// (`app.js` + `package.json`). `project` is another name for the key.
+    #[serde(rename = "crate", alias = "project", default)]
     pub crate_path: Option<PathBuf>,
     /// A component file (`.wasm`), used as is.
     #[serde(default)]
@@ -293,7 +295,7 @@ pub struct DeadLetterConfig {
 /// Where the operator's component comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModuleSource {
-    /// A Rust crate to build (its folder).
+    /// An operator project to build (its folder): Rust, Python or JavaScript.
     Crate(PathBuf),
     /// A ready component file.
     File(PathBuf),
@@ -308,7 +310,10 @@ impl OperatorConfig {
         match (&self.crate_path, &self.module) {
             (Some(c), None) => Ok(ModuleSource::Crate(base.join(c))),
             (None, Some(m)) => Ok(ModuleSource::File(base.join(m))),
-            (None, None) => bail!("operator `{}` needs `crate` or `module`", self.id),
+            (None, None) => bail!(
+                "operator `{}` needs `project` (or `crate`) or `module`",
+                self.id
+            ),
             (Some(_), Some(_)) => bail!(
                 "operator `{}` has both `crate` and `module`; give one",
                 self.id

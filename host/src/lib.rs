@@ -24,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod operators;
 pub mod runtime;
+pub mod scaffold;
 pub mod sinks;
 pub mod sources;
 pub mod wasm;

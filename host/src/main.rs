@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use weir::builder::build_crate;
+use weir::builder::{Language, build_operator};
 use weir::config::Pipeline;
 use weir::control::client::{AdminClient, DEFAULT_ADMIN};
 use weir::control::{DeployReport, OperatorStatus, admin, watch};
 use weir::operators::{component_files, prepare_all};
+use weir::scaffold::new_project;
 use weir::{WasmEngine, runtime};
 
 /// Weir runs stream pipelines whose operators are sandboxed WebAssembly components.
@@ -23,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline to the end of its input (building its Rust operators if needed).
+    /// Run a pipeline to the end of its input (building its operator projects if needed).
     Run {
         /// The pipeline file.
         pipeline: PathBuf,
@@ -44,7 +45,7 @@ enum Command {
     Deploy {
         /// The operator id.
         operator: String,
-        /// The component file, or an operator crate folder to build first.
+        /// The component file, or an operator project folder (Rust, Python, JavaScript) to build first.
         component: PathBuf,
         /// The running pipeline's admin address.
         #[arg(long, env = "WEIR_ADMIN", default_value = DEFAULT_ADMIN)]
@@ -67,10 +68,10 @@ enum Command {
         #[arg(long, env = "WEIR_ADMIN", default_value = DEFAULT_ADMIN)]
         admin: SocketAddr,
     },
-    /// Build a pipeline's operator crates (or one operator crate folder) into
+    /// Build a pipeline's operator projects (or one operator folder: Rust, Python or JavaScript) into
     /// components, and precompile them into the cache so runs and deploys start fast.
     Build {
-        /// A pipeline file or an operator crate folder.
+        /// A pipeline file or an operator project folder.
         path: PathBuf,
     },
     /// Check the pipeline file and every operator component without running.
@@ -78,6 +79,22 @@ enum Command {
         /// The pipeline file.
         pipeline: PathBuf,
     },
+    /// Create an operator project with a sample pipeline, input and expected output.
+    New {
+        /// The project folder to create; its name names the operator.
+        path: PathBuf,
+        /// The operator's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Lang,
+    },
+}
+
+/// The languages `weir new` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Lang {
+    Rust,
+    Python,
+    Js,
 }
 
 fn main() -> ExitCode {
@@ -145,7 +162,7 @@ fn run(cli: Cli) -> Result<()> {
             admin,
         } => {
             let file = if component.is_dir() {
-                build_crate(&component)?
+                build_operator(&component)?
             } else {
                 component
             };
@@ -176,7 +193,7 @@ fn run(cli: Cli) -> Result<()> {
                     || "operator".to_owned(),
                     |n| n.to_string_lossy().into_owned(),
                 );
-                vec![(name, build_crate(&path)?)]
+                vec![(name, build_operator(&path)?)]
             } else {
                 component_files(&Pipeline::load(&path)?)?
             };
@@ -216,6 +233,23 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             println!("{}: ok", pipeline.file.display());
+            Ok(())
+        }
+        Command::New { path, lang } => {
+            let language = match lang {
+                Lang::Rust => Language::Rust,
+                Lang::Python => Language::Python,
+                Lang::Js => Language::JavaScript,
+            };
+            let test = new_project(&path, language)?;
+            println!("created {}; in it:", path.display());
+            if matches!(lang, Lang::Js) {
+                println!("  {test}");
+            }
+            println!("  weir run pipeline.toml && diff expected.jsonl out/result.jsonl");
+            if !matches!(lang, Lang::Js) {
+                println!("  {test}");
+            }
             Ok(())
         }
     }

@@ -3,11 +3,11 @@
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
-use crate::builder::build_crate;
+use crate::builder::build_operator;
 use crate::config::{ModuleSource, Pipeline};
 use crate::wasm::{PreparedOperator, WasmEngine};
 
-/// The component file of every operator, building the crates cargo finds stale.
+/// The component file of every operator, building the operator projects that changed.
 ///
 /// # Errors
 /// When a crate fails to build.
@@ -20,7 +20,7 @@ pub fn component_files(pipeline: &Pipeline) -> Result<Vec<(String, PathBuf)>> {
             let path = match op.module_source(&pipeline.base_dir)? {
                 ModuleSource::File(path) => path,
                 ModuleSource::Crate(dir) => {
-                    build_crate(&dir).with_context(|| format!("operator `{}`", op.id))?
+                    build_operator(&dir).with_context(|| format!("operator `{}`", op.id))?
                 }
             };
             Ok((op.id.clone(), path))

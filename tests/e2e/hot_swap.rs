@@ -14,10 +14,10 @@ use weir::control::client::AdminClient;
 
 use crate::support::{build_wasm, read_jsonl, repo, run, run_ok, s, weir, with_custom_section};
 
-const KEYS: i64 = 16;
+pub(crate) const KEYS: i64 = 16;
 
-/// Builds an example counter crate with `weir build` and returns its component.
-fn build(name: &str) -> PathBuf {
+/// Builds an example counter (any language) with `weir build` and returns its component.
+pub(crate) fn build(name: &str) -> PathBuf {
     let dir = repo().join("examples/hot-swap").join(name);
     let output = run_ok(&["build", s(&dir)]);
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -30,13 +30,13 @@ fn build(name: &str) -> PathBuf {
 
 /// A `weir run` of the counter pipeline fed by a thread writing
 /// `{"key", "seq"}` rounds to its stdin until told to stop.
-struct LiveRun {
+pub(crate) struct LiveRun {
     dir: tempfile::TempDir,
     deploy_dir: PathBuf,
     child: Child,
     admin: AdminClient,
     address: String,
-    round: Arc<AtomicI64>,
+    pub(crate) round: Arc<AtomicI64>,
     stop: Arc<AtomicBool>,
     feeder: Option<std::thread::JoinHandle<()>>,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -69,7 +69,7 @@ impl LiveRun {
     }
 
     /// A pipeline written for the test, with `parallelism` workers.
-    fn with_workers(v1: &Path, parallelism: usize) -> Self {
+    pub(crate) fn with_workers(v1: &Path, parallelism: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pipeline = dir.path().join("pipeline.toml");
         std::fs::write(
@@ -181,12 +181,12 @@ path = "dead-letter.jsonl"
     }
 
     /// Lets at least `records` more records through.
-    fn flow(&self, records: u64) {
+    pub(crate) fn flow(&self, records: u64) {
         let from = self.status().records_in;
         self.wait_for("records", |s| s.records_in >= from + records);
     }
 
-    fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
         let mut all = args.to_vec();
         all.extend(["--admin", &self.address]);
         run(&all)
@@ -197,7 +197,7 @@ path = "dead-letter.jsonl"
     }
 
     /// Stops the input, waits for a clean exit and returns the output records.
-    fn finish(mut self) -> (Vec<Value>, Vec<Value>) {
+    pub(crate) fn finish(mut self) -> (Vec<Value>, Vec<Value>) {
         self.stop.store(true, Ordering::Relaxed);
         self.feeder.take().unwrap().join().unwrap();
         let status = self.child.wait().unwrap();
@@ -219,7 +219,7 @@ path = "dead-letter.jsonl"
 /// Checks every key's changelog: counts 1..n with count == seq, the version
 /// field changes at most once per swap and never goes back, and every record
 /// fed after a swap was acknowledged comes from the new version.
-fn check_output(records: &[Value], fed_rounds: i64, v2_from_round: i64) {
+pub(crate) fn check_output(records: &[Value], fed_rounds: i64, v2_from_round: i64) {
     let mut by_key: HashMap<String, Vec<&Value>> = HashMap::new();
     for r in records {
         by_key

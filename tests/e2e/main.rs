@@ -1,10 +1,12 @@
 //! End-to-end tests: the `weir` binary on the examples, on generated inputs
 //! checked against independent implementations, and on hostile components.
 
+mod conformance;
 mod examples;
 mod hot_swap;
 mod nexmark;
 mod refusals;
 mod sandbox;
+mod scaffold;
 mod support;
 mod time;

@@ -1,0 +1,273 @@
+//! One operator, three languages: the etl-cleanse operator written in Rust,
+//! Python and JavaScript (and sales-by-product and the hot-swap counter in
+//! Rust and Python) must produce byte-identical output and dead letters.
+//!
+//! These tests need the Python and JavaScript build tools (`.ci/run`
+//! installs them); `weir` builds the operator folders itself.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use crate::hot_swap::{KEYS, LiveRun, build, check_output};
+use crate::support::{Rng, repo, run_ok, s, weir};
+
+/// The etl-cleanse pipeline of every language.
+const ETL: [&str; 3] = ["etl-cleanse", "etl-cleanse-py", "etl-cleanse-js"];
+
+/// Runs `examples/{example}/pipeline.toml` on `input` (its own input when
+/// `None`) and returns the output and dead-letter files' text.
+fn run_example(example: &str, input: Option<&Path>) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
+    let pipeline = format!("examples/{example}/pipeline.toml");
+    let mut args = vec![
+        "run",
+        &pipeline,
+        "--output",
+        s(&out),
+        "--dead-letter",
+        s(&dead),
+    ];
+    if let Some(input) = input {
+        args.extend(["--input", s(input)]);
+    }
+    run_ok(&args);
+    (
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(&dead).unwrap_or_default(),
+    )
+}
+
+fn expected(example: &str) -> (String, String) {
+    let dir = repo().join("examples").join(example);
+    (
+        std::fs::read_to_string(dir.join("expected.jsonl")).unwrap(),
+        std::fs::read_to_string(dir.join("expected-dead-letter.jsonl")).unwrap(),
+    )
+}
+
+#[test]
+fn etl_cleanse_in_python_and_javascript_matches_its_expected_output() {
+    for example in &ETL[1..] {
+        let (out, dead) = run_example(example, None);
+        let (want_out, want_dead) = expected(example);
+        assert_eq!(out, want_out, "{example}: output");
+        assert_eq!(dead, want_dead, "{example}: dead letters");
+        // The expected files are the Rust example's, byte for byte.
+        assert_eq!((want_out, want_dead), expected("etl-cleanse"), "{example}");
+    }
+}
+
+/// A raw order with fields drawn from values that exercise every rule of
+/// the operator: ids of every type, amounts that are negative, fractional,
+/// written with an exponent or as text, and timestamps valid and invalid in
+/// each way chrono's RFC 3339 parser distinguishes.
+fn random_order(rng: &mut Rng) -> String {
+    const IDS: &[&str] = &[
+        r#""A-1""#,
+        r#""B-22""#,
+        r#""""#,
+        "null",
+        "17",
+        r#"{"z":1,"a":[1,2.5]}"#,
+        "true",
+    ];
+    const EMAILS: &[&str] = &[
+        r#""  Ann@Example.COM ""#,
+        r#""bob@example.com""#,
+        r#""\tÉMILE@Exemple.FR""#,
+        "5",
+        "null",
+        r#""x\"q@y""#,
+    ];
+    const AMOUNTS: &[&str] = &[
+        "1999",
+        "0",
+        "1",
+        "-5",
+        "12.5",
+        "1.0",
+        "1e2",
+        r#""100""#,
+        "123456789",
+        "9007199254740993",
+        "null",
+    ];
+    const TEXTS: &[&str] = &[
+        r#""eur""#, r#""usd""#, r#""jpy""#, "1.5", "false", "null", r#""ßx""#,
+    ];
+    const TIMESTAMPS: &[&str] = &[
+        "2024-03-01T12:00:00Z",
+        "2024-03-01T12:00:01.250Z",
+        "2024-03-01t12:00:00.5z",
+        "2024-03-01 12:00:00+01:00",
+        "2024-03-01T12:00:00.123456789123-05:30",
+        "2024-06-30T23:59:60Z",
+        "2024-06-30T23:59:60.999+00:00",
+        "2024-02-29T00:00:00Z",
+        "2023-02-29T00:00:00Z",
+        "2024-04-31T00:00:00Z",
+        "2024-13-01T00:00:00Z",
+        "2024-03-01T24:00:00Z",
+        "2024-03-01T12:60:00Z",
+        "2024-03-01T12:00:61Z",
+        "2024-03-01T12:00:00+24:00",
+        "2024-03-01T12:00:00+05:60",
+        "2024-03-01T12:00:00+05:99",
+        "2024-03-01T12:00:00+0530",
+        "2024-03-01T12:00:00+05",
+        "2024-03-01T12:00:00",
+        "2024-03-01T12:00:00.",
+        "2024-03-01T12:00:00.Z",
+        "2024-03-01T12:00:00Z ",
+        "2024-03-01T12:00:00ZZ",
+        "2024-03-01X12:00:00Z",
+        "2024/03/01T12:00:00Z",
+        "0000-01-01T00:00:00-23:59",
+        "9999-12-31T23:59:59.999+23:59",
+        "yesterday",
+        "",
+        "2024-03-01T12:00:00\u{2212}02:00",
+    ];
+    let mut fields = Vec::new();
+    // Most fields hold their list's first (usual) values; one in twenty is
+    // left out, and one in five is drawn from the whole list.
+    let mut field = |name: &str, values: &[&str], rng: &mut Rng| match rng.below(20) {
+        0 => {}
+        1..=4 => fields.push(format!("\"{name}\":{}", rng.pick(values))),
+        _ => fields.push(format!("\"{name}\":{}", rng.pick(&values[..2]))),
+    };
+    field("order_id", IDS, rng);
+    field("user_email", EMAILS, rng);
+    field("amount_cents", AMOUNTS, rng);
+    field("currency", TEXTS, rng);
+    field("country", TEXTS, rng);
+    let ts = if rng.below(3) == 0 {
+        serde_json::to_string(rng.pick(TIMESTAMPS)).unwrap()
+    } else {
+        serde_json::to_string(rng.pick(&TIMESTAMPS[..8])).unwrap()
+    };
+    field("ts", &[&ts, &ts, "42"], rng);
+    if rng.below(4) == 0 {
+        field("test", &["true", "false", r#""true""#], rng);
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
+#[test]
+fn generated_orders_give_identical_output_in_every_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("orders.jsonl");
+    let mut rng = Rng::new(6);
+    let lines: Vec<String> = (0..3000).map(|_| random_order(&mut rng)).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let (rust_out, rust_dead) = run_example("etl-cleanse", Some(&input));
+    // The input reaches every rule: kept, dropped and dead-lettered orders.
+    let kept = rust_out.lines().count();
+    let dead = rust_dead.lines().count();
+    assert!(kept > 500 && dead > 300, "kept {kept}, dead {dead}");
+    assert!(kept + dead < lines.len(), "no order was dropped");
+    for example in &ETL[1..] {
+        let (out, dead) = run_example(example, Some(&input));
+        assert_eq!(out, rust_out, "{example}: output differs from Rust's");
+        assert_eq!(
+            dead, rust_dead,
+            "{example}: dead letters differ from Rust's"
+        );
+    }
+}
+
+#[test]
+fn sales_by_product_in_python_matches_rust() {
+    let (out, dead) = run_example("sales-by-product-py", None);
+    let (want_out, want_dead) = expected("sales-by-product");
+    assert_eq!(out, want_out);
+    assert_eq!(dead, want_dead);
+    assert_eq!(expected("sales-by-product-py"), (want_out, want_dead));
+}
+
+#[test]
+fn python_counter_v2_hot_swaps_in_for_rust_v1() {
+    hot_swap_rust_v1_for(&build("counter-v2-py"));
+}
+
+#[test]
+fn javascript_counter_v2_hot_swaps_in_for_rust_v1() {
+    // Built with the toolchain CI installed for etl-cleanse-js.
+    let dir = repo().join("examples/hot-swap/counter-v2-js");
+    let tool = repo().join("examples/etl-cleanse-js/operator/node_modules/.bin/componentize-js");
+    let output = weir()
+        .args(["build", s(&dir)])
+        .env("WEIR_COMPONENTIZE_JS", &tool)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    hot_swap_rust_v1_for(&dir.join(".weir/operator.wasm"));
+}
+
+/// Runs the Rust counter-v1 under load, deploys `v2` (a version 2 in another
+/// language) and checks that every count carries over.
+fn hot_swap_rust_v1_for(v2: &Path) {
+    let v1 = build("counter-v1");
+    let live = LiveRun::with_workers(&v1, 2);
+    live.flow(500);
+    let out = live.cli(&["deploy", "counter", s(v2)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v2_from_round = live.round.load(Ordering::SeqCst);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("version 2 replaced version 1"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{KEYS} keys migrated")),
+        "{stdout}"
+    );
+    live.flow(500);
+    let fed_rounds_at_least = live.round.load(Ordering::SeqCst);
+    let (records, dead) = live.finish();
+    assert!(dead.is_empty(), "dead letters: {dead:?}");
+    let fed_rounds = records.len() as i64 / KEYS;
+    assert!(fed_rounds >= fed_rounds_at_least);
+    check_output(&records, fed_rounds, v2_from_round);
+}
+
+#[test]
+fn a_missing_build_tool_is_one_error_with_its_install_command() {
+    for (example, var, install) in [
+        (
+            "etl-cleanse-py",
+            "WEIR_COMPONENTIZE_PY",
+            "pip install componentize-py==0.25.1",
+        ),
+        (
+            "etl-cleanse-js",
+            "WEIR_COMPONENTIZE_JS",
+            "npm install --save-dev @bytecodealliance/componentize-js@0.23.0",
+        ),
+    ] {
+        // A copy, so the example's own build is not reused.
+        let dir = tempfile::tempdir().unwrap();
+        let from = repo().join("examples").join(example).join("operator");
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let output = weir()
+            .args(["build", s(dir.path())])
+            .env(var, "/nonexistent/build-tool")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(install), "{example}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{example}: {stderr}");
+    }
+}
