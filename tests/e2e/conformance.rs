@@ -271,3 +271,39 @@ fn a_missing_build_tool_is_one_error_with_its_install_command() {
         assert_eq!(stderr.trim().lines().count(), 1, "{example}: {stderr}");
     }
 }
+
+#[test]
+fn fraud_detection_in_python_matches_rust() {
+    let (out, dead) = run_example("fraud-detection-py", None);
+    let (want_out, want_dead) = expected("fraud-detection");
+    assert_eq!(out, want_out);
+    assert_eq!(dead, want_dead);
+    // On generated transactions (timers firing as the watermark moves) the
+    // Python operator raises exactly the Rust one's alerts.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("transactions.jsonl");
+    let mut rng = Rng::new(9);
+    let mut ts = 1_700_000_000_000u64;
+    let lines: Vec<String> = (0..4000)
+        .map(|id| {
+            ts += rng.below(20_000);
+            let amount = match rng.below(10) {
+                0..=2 => format!("0.{:02}", rng.below(100)),
+                3..=5 => format!("{}", 500 + rng.below(600)),
+                _ => format!("{}.5", 1 + rng.below(400)),
+            };
+            format!(
+                r#"{{"tx_id":{id},"account_id":"a{}","amount":{amount},"ts":{ts}}}"#,
+                rng.below(30)
+            )
+        })
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let (rust_out, _) = run_example("fraud-detection", Some(&input));
+    assert!(
+        rust_out.lines().count() > 20,
+        "the input should raise alerts"
+    );
+    let (py_out, _) = run_example("fraud-detection-py", Some(&input));
+    assert_eq!(py_out, rust_out);
+}
