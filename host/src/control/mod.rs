@@ -314,7 +314,14 @@ impl Control {
             (target.prepared.clone(), target.prepared.version)
         };
         prepared.version = operator.versions().history.len() as u32 + 1;
-        operator.install(prepared, format!("rollback to version {target}"), requested)
+        operator
+            .install(prepared, format!("rollback to version {target}"), requested)
+            .map_err(|e| match e {
+                DeployError::Refused(reason) => {
+                    DeployError::Refused(format!("rolling back to version {target}: {reason}"))
+                }
+                other => other,
+            })
     }
 
     /// Every operator's status, in pipeline order.
