@@ -81,6 +81,40 @@ pub fn window(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
+/// The `name = value` options of an attribute, with each name as text.
+fn name_values(attr: Tokens) -> syn::Result<Vec<(String, syn::MetaNameValue)>> {
+    Punctuated::<Meta, Token![,]>::parse_terminated
+        .parse2(attr)?
+        .into_iter()
+        .map(|meta| match meta {
+            Meta::NameValue(nv) => {
+                let key = nv
+                    .path
+                    .get_ident()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default();
+                Ok((key, nv))
+            }
+            other => Err(syn::Error::new_spanned(other, "expected `name = value`")),
+        })
+        .collect()
+}
+
+/// `weir_operator()`, the operator `operator` as a value (to run it natively
+/// in tests and benchmarks), and its export as the component's interface in
+/// `wasm32` builds.
+fn export_operator(operator: Tokens) -> Tokens {
+    quote! {
+        /// This crate's operator as a value, to run it natively (tests, benchmarks).
+        pub fn weir_operator() -> ::std::boxed::Box<dyn ::weir_guest::Operator> {
+            ::std::boxed::Box::new(#operator)
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        ::weir_guest::__weir_export!(weir_operator);
+    }
+}
+
 /// Milliseconds of a duration such as `500ms`, `10s`, `5m`, `2h` or `1d`.
 fn parse_millis(lit: &syn::LitStr) -> syn::Result<i64> {
     let text = lit.value();
@@ -106,19 +140,11 @@ fn parse_millis(lit: &syn::LitStr) -> syn::Result<i64> {
 }
 
 fn window_impl(attr: Tokens, function: &ItemFn) -> syn::Result<Tokens> {
-    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
     let (mut tumbling, mut sliding, mut every, mut session) = (None, None, None, None);
     let (mut lateness, mut late, mut result, mut merge, mut version) =
         (0i64, "late".to_owned(), None, None, 1u32);
-    for meta in metas {
-        let Meta::NameValue(nv) = &meta else {
-            return Err(syn::Error::new_spanned(meta, "expected `name = value`"));
-        };
-        let key = nv
-            .path
-            .get_ident()
-            .map(|i| i.to_string())
-            .unwrap_or_default();
+    for (key, nv) in name_values(attr)? {
+        let nv = &nv;
         let text = |v: &Expr| match v {
             Expr::Lit(syn::ExprLit {
                 lit: Lit::Str(s), ..
@@ -212,6 +238,7 @@ fn window_impl(attr: Tokens, function: &ItemFn) -> syn::Result<Tokens> {
         Some(path) => quote!(::core::option::Option::Some(#path)),
         None => quote!(::core::option::Option::None),
     };
+    let export = export_operator(quote!(::weir_guest::__private::KeyedOp(__WeirWindowFn)));
     Ok(quote! {
         #[doc(hidden)]
         struct __WeirWindowFn;
@@ -253,13 +280,7 @@ fn window_impl(attr: Tokens, function: &ItemFn) -> syn::Result<Tokens> {
             }
         }
 
-        /// This crate's operator as a value, to run it natively (tests, benchmarks).
-        pub fn weir_operator() -> ::std::boxed::Box<dyn ::weir_guest::Operator> {
-            ::std::boxed::Box::new(::weir_guest::__private::KeyedOp(__WeirWindowFn))
-        }
-
-        #[cfg(target_arch = "wasm32")]
-        ::weir_guest::__weir_export!(weir_operator);
+        #export
     })
 }
 
@@ -372,6 +393,7 @@ fn stateless_impl(attr: Tokens, function: &ItemFn, kind: Kind) -> syn::Result<To
         },
     };
     let row_fn = format_ident!("__WeirRowFn");
+    let export = export_operator(quote!(::weir_guest::__private::Stateless(#row_fn)));
     Ok(quote! {
         #[doc(hidden)]
         struct #row_fn;
@@ -388,13 +410,7 @@ fn stateless_impl(attr: Tokens, function: &ItemFn, kind: Kind) -> syn::Result<To
             }
         }
 
-        /// This crate's operator as a value, to run it natively (tests, benchmarks).
-        pub fn weir_operator() -> ::std::boxed::Box<dyn ::weir_guest::Operator> {
-            ::std::boxed::Box::new(::weir_guest::__private::Stateless(#row_fn))
-        }
-
-        #[cfg(target_arch = "wasm32")]
-        ::weir_guest::__weir_export!(weir_operator);
+        #export
     })
 }
 
@@ -412,16 +428,8 @@ fn keyed_options(attr: Tokens) -> syn::Result<KeyedOptions> {
         on_timer: None,
         open: None,
     };
-    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
-    for meta in metas {
-        let Meta::NameValue(nv) = &meta else {
-            return Err(syn::Error::new_spanned(meta, "expected `name = value`"));
-        };
-        let key = nv
-            .path
-            .get_ident()
-            .map(|i| i.to_string())
-            .unwrap_or_default();
+    for (key, nv) in name_values(attr)? {
+        let nv = &nv;
         match (key.as_str(), &nv.value) {
             ("state_version", Expr::Lit(lit)) => match &lit.lit {
                 Lit::Int(i) => options.state_version = i.base10_parse()?,
@@ -568,6 +576,7 @@ fn keyed_impl(attr: Tokens, function: &ItemFn) -> syn::Result<Tokens> {
         }
     });
     let keyed_fn = syn::Ident::new("__WeirKeyedFn", Span::call_site());
+    let export = export_operator(quote!(::weir_guest::__private::KeyedOp(#keyed_fn)));
     Ok(quote! {
         #[doc(hidden)]
         struct #keyed_fn;
@@ -591,12 +600,6 @@ fn keyed_impl(attr: Tokens, function: &ItemFn) -> syn::Result<Tokens> {
             #open
         }
 
-        /// This crate's operator as a value, to run it natively (tests, benchmarks).
-        pub fn weir_operator() -> ::std::boxed::Box<dyn ::weir_guest::Operator> {
-            ::std::boxed::Box::new(::weir_guest::__private::KeyedOp(#keyed_fn))
-        }
-
-        #[cfg(target_arch = "wasm32")]
-        ::weir_guest::__weir_export!(weir_operator);
+        #export
     })
 }
