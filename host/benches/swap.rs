@@ -19,12 +19,15 @@
 //! `cargo bench -p weir --bench swap` (figures in `benches/README.md`).
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use weir::control::OperatorStatus;
 use weir::control::client::AdminClient;
+
+#[path = "../../tests/shared/live.rs"]
+mod shared;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -57,19 +60,10 @@ impl Live {
             .stderr(Stdio::piped())
             .spawn()
             .expect("weir starts");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
-        let address = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.strip_prefix("weir: admin API on http://")
-                    .map(str::to_owned)
-            })
+        let address = shared::admin_address(&mut child, std::sync::Arc::default())
             .expect("weir prints its admin address");
-        // Keep draining stderr so the child never blocks on it.
-        std::thread::spawn(move || lines.for_each(drop));
         Self {
-            admin: AdminClient::new(address.parse().expect("an address")),
+            admin: AdminClient::new(address),
             child,
             dir,
         }
@@ -169,29 +163,6 @@ type = "blackhole"
     );
 }
 
-/// `bytes` with a custom section holding `tag`: the same code under a new
-/// hash, so the compile cache cannot help.
-fn with_custom_section(bytes: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"weir-bench";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = bytes.to_vec();
-    out.push(0);
-    let mut size = payload.len();
-    loop {
-        let byte = (size & 0x7f) as u8;
-        size >>= 7;
-        if size == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend_from_slice(&payload);
-    out
-}
-
 fn deploy_latency() {
     let enrich = build("tests/fixtures/url-enrich");
     let module = repo().join("target/wasm32-wasip2/release/url_enrich.wasm");
@@ -226,7 +197,7 @@ type = "blackhole"
         let mut optimized = Vec::new();
         for round in 0..10 {
             let tag = format!("{}-{round}-{:?}", std::process::id(), Instant::now());
-            let bytes = with_custom_section(&enrich, &tag);
+            let bytes = shared::with_custom_section(&enrich, &tag);
             if warm {
                 // What `weir build` does: precompile into the cache.
                 engine.prepare("enrich", 1, &bytes).expect("it compiles");

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use weir::control::OperatorStatus;
 use weir::control::client::AdminClient;
 
-use crate::support::{build_wasm, read_jsonl, repo, run, run_ok, s, weir, with_custom_section};
+use crate::support::{
+    admin_address, build_wasm, read_jsonl, repo, run, run_ok, s, weir, with_custom_section,
+};
 
 pub(crate) const KEYS: i64 = 16;
 
@@ -35,7 +37,7 @@ pub(crate) struct LiveRun {
     deploy_dir: PathBuf,
     child: Child,
     admin: AdminClient,
-    address: String,
+    address: std::net::SocketAddr,
     pub(crate) round: Arc<AtomicI64>,
     stop: Arc<AtomicBool>,
     feeder: Option<std::thread::JoinHandle<()>>,
@@ -111,22 +113,8 @@ path = "dead-letter.jsonl"
             .spawn()
             .unwrap();
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (address_tx, address_rx) = std::sync::mpsc::channel();
-        {
-            let lines = BufReader::new(child.stderr.take().unwrap());
-            let stderr = Arc::clone(&stderr);
-            std::thread::spawn(move || {
-                for line in lines.lines().map_while(Result::ok) {
-                    if let Some(address) = line.strip_prefix("weir: admin API on http://") {
-                        let _ = address_tx.send(address.to_owned());
-                    }
-                    stderr.lock().unwrap().push(line);
-                }
-            });
-        }
-        let address = address_rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("no admin address; stderr: {:?}", stderr.lock().unwrap()));
+        let address = admin_address(&mut child, Arc::clone(&stderr))
+            .unwrap_or_else(|| panic!("no admin address; stderr: {:?}", stderr.lock().unwrap()));
         let round = Arc::new(AtomicI64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let mut stdin = child.stdin.take().unwrap();
@@ -148,7 +136,7 @@ path = "dead-letter.jsonl"
             })
         };
         Self {
-            admin: AdminClient::new(address.parse().unwrap()),
+            admin: AdminClient::new(address),
             address,
             dir,
             deploy_dir,
@@ -188,7 +176,8 @@ path = "dead-letter.jsonl"
 
     pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
         let mut all = args.to_vec();
-        all.extend(["--admin", &self.address]);
+        let address = self.address.to_string();
+        all.extend(["--admin", &address]);
         run(&all)
     }
 

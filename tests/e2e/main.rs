@@ -8,5 +8,7 @@ mod nexmark;
 mod refusals;
 mod sandbox;
 mod scaffold;
+#[path = "../shared/live.rs"]
+mod shared;
 mod support;
 mod time;

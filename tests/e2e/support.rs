@@ -84,29 +84,6 @@ impl Rng {
     }
 }
 
-/// `component` with a custom section holding `tag`: the same code under a
-/// new content hash, so no compiled-code cache entry can match it.
-pub fn with_custom_section(component: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"weir-test";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = component.to_vec();
-    out.push(0);
-    let mut size = payload.len();
-    loop {
-        let byte = (size & 0x7f) as u8;
-        size >>= 7;
-        if size == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend_from_slice(&payload);
-    out
-}
-
 /// Builds workspace crate `package` for the guest target and returns its
 /// component (cargo's file name keeps the package's dashes).
 pub fn build_wasm(package: &str) -> PathBuf {
@@ -126,3 +103,5 @@ pub fn build_wasm(package: &str) -> PathBuf {
     assert!(status.success(), "building {package} failed");
     repo().join(format!("target/wasm32-wasip2/release/{package}.wasm"))
 }
+
+pub use crate::shared::{admin_address, with_custom_section};

@@ -496,19 +496,10 @@ path = "alerts.jsonl"
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    use std::io::{BufRead, Write};
-    let mut lines = stderr.lines();
-    let address = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.strip_prefix("weir: admin API on http://")
-                .map(str::to_owned)
-        })
-        .expect("an admin address");
-    std::thread::spawn(move || lines.for_each(drop));
-    let admin = weir::control::client::AdminClient::new(address.parse().unwrap());
+    use std::io::Write;
+    let log = std::sync::Arc::default();
+    let address = crate::support::admin_address(&mut child, log).expect("an admin address");
+    let admin = weir::control::client::AdminClient::new(address);
     let mut stdin = child.stdin.take().unwrap();
     // 30 errors of service x in the first 3 seconds: each opens 6 windows
     // and registers their timers under version 1.
