@@ -548,3 +548,68 @@ path = "alerts.jsonl"
     drop(stdin);
     assert!(child.wait().unwrap().success());
 }
+
+/// A timer function that traps for one key: that key's timer goes to the
+/// dead letters with the panic message, the instance restarts, and the other
+/// keys' timers still fire.
+#[test]
+fn a_trapping_timer_is_dead_lettered_and_the_others_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"[[source]]
+type = "stdin"
+[[operator]]
+id = "reminder"
+crate = "{}"
+key_by = "key"
+[[sink]]
+type = "jsonl"
+path = "reminders.jsonl"
+[dead_letter]
+path = "dead.jsonl"
+"#,
+            repo().join("tests/fixtures/reminder").display()
+        ),
+    )
+    .unwrap();
+    let mut child = crate::support::weir()
+        .args(["run", s(&pipeline)])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write;
+    // `boom` first: its timer is due no later than `a`'s.
+    stdin
+        .write_all(b"{\"key\":\"boom\"}\n{\"key\":\"a\"}\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    let out = dir.path().join("reminders.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_to_string(&out).unwrap_or_default() != "{\"key\":\"a\",\"notes\":1}\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`a` was never reminded"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "weir stopped early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let dead = read_jsonl(&dir.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["source"], "timers");
+    assert_eq!(dead[0]["operator"], "reminder");
+    let raw: Value = serde_json::from_str(dead[0]["raw"].as_str().unwrap()).unwrap();
+    assert_eq!(raw["key"], "boom");
+    let reason = dead[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("the timer function failed"), "{reason}");
+    assert!(
+        reason.contains("the reminder of `boom` is broken"),
+        "{reason}"
+    );
+}

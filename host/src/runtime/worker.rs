@@ -216,8 +216,15 @@ impl Worker {
         let output = match result {
             Ok(output) => output,
             Err(e) => {
-                if let CallError::Trap(_) = e {
-                    self.instance = new_instance(&self.setup)?;
+                if let CallError::Trap(_) = &e {
+                    self.restart()?;
+                    // Bisect, as for records, so one bad key's timer does
+                    // not take the others with it.
+                    if due.len() > 1 {
+                        let (first, second) = due.split_at(due.len() / 2);
+                        self.fire(domain, first)?;
+                        return self.fire(domain, second);
+                    }
                 }
                 let reason = format!("the timer function failed: {e}");
                 for (time, key) in due {
@@ -298,6 +305,8 @@ impl Worker {
             prepared.version,
             self.values.len()
         );
+        // The new version sees the watermark the old one saw.
+        instance.set_watermark(self.watermark);
         self.instance = instance;
         self.setup.prepared = prepared;
         self.setup.stats = stats;
@@ -317,7 +326,7 @@ impl Worker {
                     "trapped on a batch of {} records: {reason}; restarting it",
                     message.rows()
                 );
-                self.instance = new_instance(&self.setup)?;
+                self.restart()?;
                 if message.rows() <= 1 {
                     return self.dead_letter_all(message, &reason);
                 }
@@ -459,6 +468,14 @@ impl Worker {
             operator: Some(&self.setup.prepared.id),
             version: Some(self.setup.prepared.version),
         })
+    }
+
+    /// Replaces a trapped instance with a fresh one of the same version,
+    /// which sees the current watermark.
+    fn restart(&mut self) -> Result<()> {
+        self.instance = new_instance(&self.setup)?;
+        self.instance.set_watermark(self.watermark);
+        Ok(())
     }
 
     fn label(&self) -> String {
