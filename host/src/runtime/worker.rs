@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use arrow::array::RecordBatch;
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,7 +11,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::Receiver;
 
 use super::dead_letter::{DeadLetter, DeadLetters};
-use super::keys::row_keys;
+use super::keys::{KeyGroups, group_rows};
 use super::message::{Envelope, Message, RowTimes};
 use super::metrics::OperatorMetrics;
 use super::route::Route;
@@ -348,27 +349,19 @@ impl Worker {
                 .process(&message.batch, times, &[], &mut self.maps);
         }
         // Without `key_by` a keyed operator is global: one key, "".
-        let keys = match &self.setup.key_by {
-            Some(field) => row_keys(&message.batch, field),
-            None => vec![Some(std::borrow::Cow::Borrowed("")); message.rows()],
+        let KeyGroups { groups, missing } = match &self.setup.key_by {
+            Some(field) => group_rows(&message.batch, field),
+            None => KeyGroups {
+                groups: vec![(Cow::Borrowed(""), (0..message.rows() as u32).collect())],
+                missing: Vec::new(),
+            },
         };
-        let field = self.setup.key_by.as_deref().unwrap_or_default();
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        let mut groups: Vec<(&str, Vec<u32>)> = Vec::new();
-        for (row, key) in keys.iter().enumerate() {
-            match key.as_deref() {
-                Some(key) => {
-                    let g = *index.entry(key).or_insert_with(|| {
-                        groups.push((key, Vec::new()));
-                        groups.len() - 1
-                    });
-                    groups[g].1.push(row as u32);
-                }
-                None => {
-                    let reason = format!("missing key field `{field}`");
-                    self.dead_letter_row(message, row, &reason)
-                        .map_err(|e| CallError::Failed(e.to_string()))?;
-                }
+        if !missing.is_empty() {
+            let field = self.setup.key_by.as_deref().unwrap_or_default();
+            let reason = format!("missing key field `{field}`");
+            for row in missing {
+                self.dead_letter_row(message, row as usize, &reason)
+                    .map_err(|e| CallError::Failed(e.to_string()))?;
             }
         }
         let args: Vec<KeyGroupArg<'_>> = groups
@@ -376,13 +369,13 @@ impl Worker {
             .map(|(key, rows)| KeyGroupArg {
                 key,
                 rows,
-                state: self.values.get(*key).map(Vec::as_slice),
+                state: self.values.get(key.as_ref()).map(Vec::as_slice),
             })
             .collect();
         let output = self
             .instance
             .process(&message.batch, times, &args, &mut self.maps)?;
-        let keys: Vec<String> = groups.iter().map(|(k, _)| (*k).to_owned()).collect();
+        let keys: Vec<String> = groups.into_iter().map(|(k, _)| k.into_owned()).collect();
         self.apply_keyed_effects(&keys, &output)
             .map_err(CallError::Failed)?;
         Ok(output)
