@@ -172,7 +172,9 @@ mod tests {
         cache.entries.get_mut("a").unwrap().value.push(99);
         let states = cache.load(&[group("a", Some("[1,2]"))]).unwrap();
         assert_eq!(states[0].value, Some(vec![1, 2, 99]));
-        cache.store(vec![group("a", Some("[1,2]"))], states).unwrap();
+        cache
+            .store(vec![group("a", Some("[1,2]"))], states)
+            .unwrap();
 
         // Other bytes: parsed, whatever the cache held.
         let states = cache.load(&[group("a", Some("[7]"))]).unwrap();
