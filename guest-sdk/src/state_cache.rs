@@ -20,8 +20,11 @@ use crate::keyed::KeyState;
 /// At most this many keys are cached...
 const MAX_KEYS: usize = 1 << 16;
 /// ...holding at most this many bytes of JSON; past either, the cache starts
-/// over (the states are still in the host).
-const MAX_BYTES: usize = 16 << 20;
+/// over (the states are still in the host). The cache must not be what
+/// makes an operator hit its memory limit.
+const MAX_BYTES: usize = 8 << 20;
+/// A larger state is not cached.
+const MAX_STATE_BYTES: usize = MAX_BYTES / 4;
 
 /// The last state this instance wrote for each recently seen key.
 pub(crate) struct StateCache<S> {
@@ -117,6 +120,9 @@ impl<S: Serialize + DeserializeOwned> StateCache<S> {
     }
 
     fn insert(&mut self, key: String, json: Vec<u8>, value: S) {
+        if json.len() > MAX_STATE_BYTES {
+            return;
+        }
         if self.entries.len() >= MAX_KEYS || self.bytes + json.len() > MAX_BYTES {
             self.entries.clear();
             self.bytes = 0;
