@@ -71,7 +71,8 @@ def decode(batch, types):
 
 
 def float_json(x):
-    """A float as serde_json writes it (ryu's shortest form, `null` if not finite)."""
+    """A float as serde_json 1.0.154 writes it: the shortest form, with a
+    signed exponent (`1e+16`, `1.5e-9`), `null` if not finite."""
     if not math.isfinite(x):
         return "null"
     r = repr(x)
@@ -84,7 +85,7 @@ def float_json(x):
     point = exp + 1  # value is 0.<digits> * 10**point
     if -5 < point <= 0:
         return f"{sign}0.{'0' * -point}{digits}"
-    return f"{mantissa}e{exp}"
+    return f"{mantissa}e{exp:+d}"
 
 
 def to_json(v):
