@@ -1,8 +1,9 @@
-//! One operator, three languages: the etl-cleanse operator written in Rust,
-//! Python and JavaScript (and sales-by-product and the hot-swap counter in
-//! Rust and Python) must produce byte-identical output and dead letters.
+//! One operator, four languages: the etl-cleanse operator written in Rust,
+//! Python, JavaScript and C (and sales-by-product, fraud-detection and the
+//! hot-swap counter in Rust, Python and C) must produce byte-identical
+//! output and dead letters.
 //!
-//! These tests need the Python and JavaScript build tools (`.ci/run`
+//! These tests need the Python, JavaScript and C build tools (`.ci/run`
 //! installs them); `weir` builds the operator folders itself.
 
 use std::path::Path;
@@ -12,7 +13,12 @@ use crate::hot_swap::{KEYS, LiveRun, build, check_output};
 use crate::support::{Rng, repo, run_ok, s, weir};
 
 /// The etl-cleanse pipeline of every language.
-const ETL: [&str; 3] = ["etl-cleanse", "etl-cleanse-py", "etl-cleanse-js"];
+const ETL: [&str; 4] = [
+    "etl-cleanse",
+    "etl-cleanse-py",
+    "etl-cleanse-js",
+    "etl-cleanse-c",
+];
 
 /// Runs `examples/{example}/pipeline.toml` on `input` (its own input when
 /// `None`) and returns the output and dead-letter files' text.
@@ -47,7 +53,7 @@ fn expected(example: &str) -> (String, String) {
 }
 
 #[test]
-fn etl_cleanse_in_python_and_javascript_matches_its_expected_output() {
+fn etl_cleanse_in_every_language_matches_its_expected_output() {
     for example in &ETL[1..] {
         let (out, dead) = run_example(example, None);
         let (want_out, want_dead) = expected(example);
@@ -178,12 +184,19 @@ fn generated_orders_give_identical_output_in_every_language() {
 }
 
 #[test]
-fn sales_by_product_in_python_matches_rust() {
-    let (out, dead) = run_example("sales-by-product-py", None);
-    let (want_out, want_dead) = expected("sales-by-product");
-    assert_eq!(out, want_out);
-    assert_eq!(dead, want_dead);
-    assert_eq!(expected("sales-by-product-py"), (want_out, want_dead));
+fn sales_by_product_in_python_and_c_matches_rust() {
+    for example in ["sales-by-product-py", "sales-by-product-c"] {
+        let (out, dead) = run_example(example, None);
+        let (want_out, want_dead) = expected("sales-by-product");
+        assert_eq!(out, want_out, "{example}");
+        assert_eq!(dead, want_dead, "{example}");
+        assert_eq!(expected(example), (want_out, want_dead), "{example}");
+    }
+}
+
+#[test]
+fn c_counter_v2_hot_swaps_in_for_rust_v1() {
+    hot_swap_rust_v1_for(&build("counter-v2-c"));
 }
 
 #[test]
@@ -250,6 +263,12 @@ fn a_missing_build_tool_is_one_error_with_its_install_command() {
             "WEIR_COMPONENTIZE_JS",
             "npm install --save-dev @bytecodealliance/componentize-js@0.23.0",
         ),
+        (
+            "etl-cleanse-c",
+            "WEIR_CLANG",
+            "apt-get install -y --no-install-recommends clang-14 lld-14 wasi-libc \
+             libclang-rt-14-dev-wasm32",
+        ),
     ] {
         // A copy, so the example's own build is not reused.
         let dir = tempfile::tempdir().unwrap();
@@ -273,13 +292,15 @@ fn a_missing_build_tool_is_one_error_with_its_install_command() {
 }
 
 #[test]
-fn fraud_detection_in_python_matches_rust() {
-    let (out, dead) = run_example("fraud-detection-py", None);
-    let (want_out, want_dead) = expected("fraud-detection");
-    assert_eq!(out, want_out);
-    assert_eq!(dead, want_dead);
+fn fraud_detection_in_python_and_c_matches_rust() {
+    for example in ["fraud-detection-py", "fraud-detection-c"] {
+        let (out, dead) = run_example(example, None);
+        let (want_out, want_dead) = expected("fraud-detection");
+        assert_eq!(out, want_out, "{example}");
+        assert_eq!(dead, want_dead, "{example}");
+    }
     // On generated transactions (timers firing as the watermark moves) the
-    // Python operator raises exactly the Rust one's alerts.
+    // Python and C operators raise exactly the Rust one's alerts.
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("transactions.jsonl");
     let mut rng = Rng::new(9);
@@ -304,6 +325,8 @@ fn fraud_detection_in_python_matches_rust() {
         rust_out.lines().count() > 20,
         "the input should raise alerts"
     );
-    let (py_out, _) = run_example("fraud-detection-py", Some(&input));
-    assert_eq!(py_out, rust_out);
+    for example in ["fraud-detection-py", "fraud-detection-c"] {
+        let (out, _) = run_example(example, Some(&input));
+        assert_eq!(out, rust_out, "{example}");
+    }
 }
