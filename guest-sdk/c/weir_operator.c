@@ -98,8 +98,10 @@ static char *vformat(const char *format, va_list args) {
 
 /* ---- JSON text in serde_json's form ------------------------------------ */
 
-/* A finite double as ryu (serde_json) writes it: the shortest digits that
- * read back as the same double, placed like ryu's `format64`. */
+/* A finite double as serde_json 1.0.154 writes it (its formatter, zmij):
+ * the shortest digits that read back as the same double, plain from 1e-5 up
+ * to below 1e16 (`1000000000000000.0`), otherwise with a signed exponent
+ * (`1e+16`, `1e-7`). `tests/e2e/conformance.rs` checks the forms. */
 static void write_f64(buf *b, double x) {
     if (!isfinite(x)) {
         buf_puts(b, "null");
@@ -146,13 +148,13 @@ static void write_f64(buf *b, double x) {
         n += length;
     } else if (length == 1) {
         out[n++] = digits[0];
-        n += snprintf(out + n, sizeof out - (size_t)n, "e%d", kk - 1);
+        n += snprintf(out + n, sizeof out - (size_t)n, "e%+d", kk - 1);
     } else {
         out[n++] = digits[0];
         out[n++] = '.';
         memcpy(out + n, digits + 1, (size_t)(length - 1));
         n += length - 1;
-        n += snprintf(out + n, sizeof out - (size_t)n, "e%d", kk - 1);
+        n += snprintf(out + n, sizeof out - (size_t)n, "e%+d", kk - 1);
     }
     buf_put(b, out, (size_t)n);
 }
@@ -415,6 +417,12 @@ const char *weir_to_json(weir_call *c, weir_value *value) {
     return yyjson_mut_get_str(text);
 }
 
+const char *weir_strn(weir_call *c, const char *text, size_t len) {
+    weir_value *v = yyjson_mut_strncpy(c->doc, text, len);
+    if (!v) abort();
+    return yyjson_mut_get_str(v);
+}
+
 const char *weir_format(weir_call *c, const char *format, ...) {
     va_list args;
     va_start(args, format);
@@ -554,6 +562,27 @@ void weir_map_set(weir_call *c, const char *name, weir_value *entry, weir_value 
     free(val.ptr);
 }
 
+weir_value *weir_map_entries(weir_call *c, const char *name) {
+    weir_value *out = yyjson_mut_arr(c->doc);
+    if (!out) abort();
+    if (c->group == NO_ROW) return out;
+    wstring n = borrowed_string(name);
+    operator_component_list_tuple2_list_u8_list_u8_t entries;
+    weir_operator_host_map_entries(c->group, &n, &entries);
+    for (size_t i = 0; i < entries.len; i++) {
+        const char *error = NULL;
+        weir_value *entry = read_json(c->doc, entries.ptr[i].f0.ptr, entries.ptr[i].f0.len, &error);
+        weir_value *value = read_json(c->doc, entries.ptr[i].f1.ptr, entries.ptr[i].f1.len, &error);
+        if (!entry || !value) continue; /* the host stores what the SDK wrote: JSON */
+        weir_value *pair = yyjson_mut_arr(c->doc);
+        if (!pair || !yyjson_mut_arr_append(pair, entry) || !yyjson_mut_arr_append(pair, value) ||
+            !yyjson_mut_arr_append(out, pair))
+            abort();
+    }
+    operator_component_list_tuple2_list_u8_list_u8_free(&entries);
+    return out;
+}
+
 static yyjson_mut_doc *config_doc;
 
 weir_value *weir_config(void) { return config_doc ? yyjson_mut_doc_get_root(config_doc) : NULL; }
@@ -635,8 +664,12 @@ static const char *decode(weir_call *c, const wbatch *batch, yyjson_mut_val ***o
                 }
             }
             if (!value) abort();
-            /* Column names are unique within a batch: append, no lookup. */
-            yyjson_mut_obj_add(records[r], r == 0 ? key : yyjson_mut_val_mut_copy(c->doc, key), value);
+            /* Column names are unique within a batch: append, no lookup.
+             * Each object needs a key node of its own, over the one copy
+             * of the name. */
+            yyjson_mut_val *row_key = yyjson_mut_strn(c->doc, yyjson_mut_get_str(key), col->name.len);
+            if (!row_key) abort();
+            yyjson_mut_obj_add(records[r], row_key, value);
         }
     }
     return NULL;

@@ -149,6 +149,10 @@ bool weir_is_true(weir_value *value);
  *  keys sorted, floats in their shortest form); lives until the call returns. */
 const char *weir_to_json(weir_call *c, weir_value *value);
 
+/** A NUL-terminated copy of `len` bytes at `text`, living until the call
+ *  returns: the cheap way to keep a string made in a scratch buffer. */
+const char *weir_strn(weir_call *c, const char *text, size_t len);
+
 /** Text formatted like `printf`, living until the call returns. */
 const char *weir_format(weir_call *c, const char *format, ...)
     __attribute__((format(printf, 2, 3)));
@@ -182,6 +186,10 @@ weir_value *weir_map_get(weir_call *c, const char *name, weir_value *entry);
 /** Sets entry `entry` of map state `name`; a NULL `value` removes it. Takes
  *  effect only if the call succeeds. */
 void weir_map_set(weir_call *c, const char *name, weir_value *entry, weir_value *value);
+
+/** Every entry of map state `name`, ordered by entry: an array of
+ *  `[entry, value]` arrays. */
+weir_value *weir_map_entries(weir_call *c, const char *name);
 
 /** Calls `on_timer` for this key when the watermark passes `time_ms`. */
 void weir_register_event_timer(weir_call *c, int64_t time_ms);

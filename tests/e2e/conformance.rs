@@ -330,3 +330,59 @@ fn fraud_detection_in_python_and_c_matches_rust() {
         assert_eq!(out, rust_out, "{example}");
     }
 }
+
+#[test]
+fn the_c_sdk_writes_json_values_as_serde_json_does() {
+    // One batch of mixed types, so `v` crosses as a JSON column both ways.
+    let values = [
+        r#""text""#,
+        r#"{"b":[1,2.0,{"z":null,"a":true}],"a":"x","":{}}"#,
+        r#""a\"b\\c\n\t\u0001é\u2028""#,
+        "0.1",
+        "1.5",
+        "-0.0",
+        "1e-7",
+        "1.0e-5",
+        "1e-6",
+        "2.5e-8",
+        "1e15",
+        "1e16",
+        "1e17",
+        "123456789.125",
+        "12345.678e10",
+        "1.7976931348623157e308",
+        "5e-324",
+        "123456789012345678",
+        "-9223372036854775808",
+        "18446744073709551615",
+        "18446744073709551616",
+        "[[],[1.25e-3,-7],{\"k\":[null]}]",
+        "true",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let lines: Vec<String> = values.iter().map(|v| format!(r#"{{"v":{v}}}"#)).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let pipeline = dir.path().join("echo.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[[source]]\ntype = \"jsonl\"\npath = \"{}\"\n\n\
+             [[operator]]\nid = \"echo\"\nproject = \"{}\"\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = \"out.jsonl\"\n",
+            s(&input),
+            s(&repo().join("tests/fixtures/c-json-echo"))
+        ),
+    )
+    .unwrap();
+    run_ok(&["run", s(&pipeline)]);
+    let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    let want: Vec<String> = values
+        .iter()
+        .map(|v| {
+            let value: serde_json::Value = serde_json::from_str(v).unwrap();
+            serde_json::json!({ "v": value }).to_string()
+        })
+        .collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), want);
+}

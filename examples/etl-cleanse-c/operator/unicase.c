@@ -68,7 +68,7 @@ const char *unicase_trim(weir_call *c, const char *s) {
         }
     }
     if (!seen) return "";
-    return weir_format(c, "%.*s", (int)(end - start), (const char *)start);
+    return weir_strn(c, (const char *)start, (size_t)(end - start));
 }
 
 /* Upper-case mappings to more than one code point (Unicode SpecialCasing). */
@@ -84,11 +84,20 @@ static const struct {
 
 static const char *map(weir_call *c, const char *s, int upper) {
     size_t len = strlen(s);
-    char *out = malloc(len * 3 + 1);
+    char small[256];
+    /* A bad byte becomes U+FFFD (3 bytes); no mapping grows text more. */
+    char *out = len * 3 + 1 <= sizeof small ? small : malloc(len * 3 + 1);
     if (!out) abort();
     size_t n = 0;
     const unsigned char *p = (const unsigned char *)s;
     while (*p) {
+        if (*p < 0x80) { /* ASCII, the usual case */
+            unsigned char ch = *p++;
+            if (upper && ch >= 'a' && ch <= 'z') ch = (unsigned char)(ch - 32);
+            if (!upper && ch >= 'A' && ch <= 'Z') ch = (unsigned char)(ch + 32);
+            out[n++] = (char)ch;
+            continue;
+        }
         uint32_t cp = next(&p);
         if (upper) {
             int special = 0;
@@ -108,8 +117,8 @@ static const char *map(weir_call *c, const char *s, int upper) {
             n += put(out + n, (uint32_t)towlower((wint_t)cp));
         }
     }
-    const char *result = weir_format(c, "%.*s", (int)n, out);
-    free(out);
+    const char *result = weir_strn(c, out, n);
+    if (out != small) free(out);
     return result;
 }
 
