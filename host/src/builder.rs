@@ -574,6 +574,10 @@ fn build_with_tool(
     build_staged(dir, files, tool_pin, command, ToolChecks::new(missing_tool))
 }
 
+/// A build's last step: makes the component at the second path from what
+/// the tool left in the stage folder (the first path).
+type FinishStep<'a> = &'a dyn Fn(&Path, &Path) -> Result<()>;
+
 /// How a build tells a missing toolchain from a failed build, and what it
 /// does after the tool ran.
 struct ToolChecks<'a> {
@@ -584,7 +588,7 @@ struct ToolChecks<'a> {
     missing_markers: &'a [&'a str],
     /// Runs after the tool succeeded, with the stage folder and the path the
     /// component must end up at.
-    finish: Option<&'a dyn Fn(&Path, &Path) -> Result<()>>,
+    finish: Option<FinishStep<'a>>,
 }
 
 impl<'a> ToolChecks<'a> {
