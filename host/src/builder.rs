@@ -486,8 +486,15 @@ fn build_c(dir: &Path) -> Result<PathBuf> {
             .iter()
             .map(|(n, t)| ((*n).to_owned(), (*t).to_owned())),
     );
-    files.extend(project_sources(dir, &["c", "h"], "src", |text, _| text)?);
-    let sources: Vec<String> = files
+    // The project's own files are compiled where they are, so clang's
+    // messages name the user's paths; only the SDK and bindings are staged.
+    let project =
+        std::path::absolute(dir).with_context(|| format!("cannot resolve `{}`", dir.display()))?;
+    let sources: Vec<PathBuf> = project_sources(dir, &["c"], "", |text, _| text)?
+        .into_iter()
+        .map(|(name, _)| project.join(name.trim_start_matches('/')))
+        .collect();
+    let staged: Vec<String> = files
         .iter()
         .map(|(name, _)| name)
         .filter(|name| name.ends_with(".c"))
@@ -521,8 +528,9 @@ fn build_c(dir: &Path) -> Result<PathBuf> {
             .arg("-I")
             .arg(build.join("sdk"))
             .arg("-I")
-            .arg(build.join("src"))
-            .args(sources.iter().map(|name| build.join(name)))
+            .arg(&project)
+            .args(staged.iter().map(|name| build.join(name)))
+            .args(&sources)
             .arg("-Wl,--strip-debug")
             .arg("-o")
             .arg(build.join("core.wasm"));
