@@ -33,7 +33,15 @@
 // integral in `float(x)` (`float(500 / 100)` is written `5.0`, not `5`). An
 // input float that is integral (`5.0`, `1e2`) arrives as a `Float` (it is not
 // `Number.isInteger`, and `+x` or `Number(x)` gives the number), so it keeps
-// its type on the way out. Integers beyond 2^53 arrive as BigInt.
+// its type on the way out.
+//
+// Integers: a number is exact only up to 2^53, so an integer beyond it
+// arrives as a BigInt, from an int64 column as from JSON (a JSON column, the
+// value state, a map state), and a BigInt is written back as an int64 value
+// or a JSON integer with every digit. Arithmetic that may leave 2^53 must be
+// BigInt arithmetic (`BigInt(x)` takes either form), as in
+// `examples/sales-by-product-js`; a number result beyond 2^53 is written as a
+// float, like any number that is not a safe integer.
 
 import {
   log as hostLog,
@@ -109,7 +117,6 @@ function reason(e) {
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
-const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 function texts(tv, rows) {
   const offs = tv.offsets;
@@ -221,7 +228,8 @@ function recordMaker(names) {
 const I64_MIN = -(2n ** 63n);
 const I64_MAX = 2n ** 63n - 1n;
 
-/** A float as serde_json writes it: shortest digits, `.0` when integral. */
+/** A float as serde_json writes it: shortest digits, `.0` when integral, an
+ * exponent (`1e+20`, `1.5e-9`) outside 1e-5 ..< 1e16. */
 export function floatJson(x) {
   if (!Number.isFinite(x)) return "null";
   if (Object.is(x, -0)) return "-0.0";
@@ -247,7 +255,8 @@ export function floatJson(x) {
   }
   if (point <= 0 && point > -5) return `${sign}0.${"0".repeat(-point)}${digits}`;
   const m = digits.length === 1 ? digits : `${digits[0]}.${digits.slice(1)}`;
-  return `${sign}${m}e${point - 1}`;
+  const e10 = point - 1;
+  return `${sign}${m}e${e10 < 0 ? "-" : "+"}${Math.abs(e10)}`;
 }
 
 /** `value` as JSON text the way the Rust SDK writes it (sorted keys, `5.0` for a `Float`). */
@@ -259,10 +268,16 @@ export function toJson(value) {
 
 // Nested values are written with sorted keys, as serde_json writes a `Value`
 // (the Rust SDK's untyped JSON), and floats as Rust writes them.
+// A `Float`'s `toJSON` runs before the replacer, which therefore looks at the
+// holder's own value.
 function jsonDoc(v) {
-  return JSON.stringify(v, (_k, x) => {
+  return JSON.stringify(v, function (k, x) {
+    const own = this[k];
+    if (own instanceof Float) return JSON.rawJSON ? JSON.rawJSON(floatJson(own.value)) : own.value;
     if (typeof x === "bigint") return JSON.rawJSON ? JSON.rawJSON(String(x)) : Number(x);
-    if (x instanceof Float) return JSON.rawJSON ? JSON.rawJSON(floatJson(x.value)) : x.value;
+    if (typeof x === "number" && !Number.isInteger(x)) {
+      return JSON.rawJSON ? JSON.rawJSON(floatJson(x)) : x;
+    }
     if (x !== null && typeof x === "object" && !Array.isArray(x)) {
       const sorted = {};
       for (const k of Object.keys(x).sort()) sorted[k] = x[k];
@@ -274,11 +289,14 @@ function jsonDoc(v) {
 
 // A JSON document as values; a number written with a fraction or exponent
 // that is integral (`1.0`, `1e2`) arrives as a `Float`, so it stays a float,
-// as in Rust and Python.
+// as in Rust and Python, and an integer beyond 2^53 as a BigInt, so it keeps
+// every digit (state, map state and JSON columns alike).
 function parseJson(text) {
   return JSON.parse(text, (_k, x, context) => {
-    if (typeof x === "number" && Number.isInteger(x) && context && /[.eE]/.test(context.source)) {
-      return new Float(x);
+    if (typeof x === "number" && Number.isInteger(x) && context) {
+      const source = context.source;
+      if (/[.eE]/.test(source)) return new Float(x);
+      if (!Number.isSafeInteger(x)) return BigInt(source);
     }
     return x;
   });

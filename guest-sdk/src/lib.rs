@@ -43,6 +43,7 @@ mod host;
 mod keyed;
 mod operators;
 mod ser;
+mod state_cache;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 pub mod windows;

@@ -7,12 +7,13 @@ use std::cell::RefCell;
 
 use crate::abi::types::{
     Batch, Emitted, FiredTimer, KeyGroup, MigrationError, OperatorInfo, OperatorKind, Output,
-    Rejected, StateUpdate, TimerRequest,
+    Rejected, TimerRequest,
 };
 use crate::batch::BatchView;
 use crate::error::Error;
-use crate::keyed::{KeyState, Keyed};
+use crate::keyed::Keyed;
 use crate::ser::BatchBuilder;
+use crate::state_cache::StateCache;
 
 /// The name of the main output.
 pub const MAIN_OUTPUT: &str = "out";
@@ -326,45 +327,19 @@ pub trait KeyedFn: 'static {
 }
 
 /// Runs a [`KeyedFn`] over batches grouped by key.
-pub struct KeyedOp<F>(pub F);
-
-fn load_states<S: DeserializeOwned>(groups: &[KeyGroup]) -> Result<Vec<KeyState<S>>, String> {
-    groups
-        .iter()
-        .map(|g| {
-            let value = match &g.state {
-                Some(bytes) => Some(serde_json::from_slice(bytes).map_err(|e| {
-                    format!(
-                        "state of key `{}` does not match the state type: {e}",
-                        g.key
-                    )
-                })?),
-                None => None,
-            };
-            Ok(KeyState {
-                value,
-                dirty: false,
-            })
-        })
-        .collect()
+pub struct KeyedOp<F: KeyedFn> {
+    function: F,
+    cache: StateCache<F::State>,
 }
 
-fn state_updates<S: Serialize>(states: Vec<KeyState<S>>) -> Result<Vec<StateUpdate>, String> {
-    states
-        .into_iter()
-        .enumerate()
-        .filter(|(_, s)| s.dirty)
-        .map(|(group, s)| {
-            let state = match s.value {
-                Some(v) => Some(serde_json::to_vec(&v).map_err(|e| e.to_string())?),
-                None => None,
-            };
-            Ok(StateUpdate {
-                group: group as u32,
-                state,
-            })
-        })
-        .collect()
+impl<F: KeyedFn> KeyedOp<F> {
+    /// The operator running `function`.
+    pub fn new(function: F) -> Self {
+        Self {
+            function,
+            cache: StateCache::default(),
+        }
+    }
 }
 
 impl<F: KeyedFn> Operator for KeyedOp<F> {
@@ -376,12 +351,12 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
     }
 
     fn open(&mut self) -> Result<(), String> {
-        self.0.open().map_err(|e| e.to_string())
+        self.function.open().map_err(|e| e.to_string())
     }
 
     fn process(&mut self, input: &Batch, groups: Vec<KeyGroup>) -> Result<Output, String> {
         let view = BatchView::new(input);
-        let mut states = load_states::<F::State>(&groups)?;
+        let mut states = self.cache.load(&groups)?;
         // Rows are processed in arrival order, switching key context per row,
         // so the output keeps the input's order, not just per-key order.
         let mut row_group = vec![u32::MAX; view.rows()];
@@ -413,7 +388,7 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
                 time: times.times.get(row).copied(),
                 arrival_watermark: times.watermarks.get(row).copied(),
             };
-            if let Err(e) = self.0.call(&view, row, &mut ctx) {
+            if let Err(e) = self.function.call(&view, row, &mut ctx) {
                 emitter.rollback(mark);
                 timers.truncate(timers_before);
                 rejected.push(Rejected {
@@ -425,7 +400,7 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
         Ok(Output {
             emitted: emitter.finish(),
             rejected,
-            state_updates: state_updates(states)?,
+            state_updates: self.cache.store(groups, states)?,
             timers,
         })
     }
@@ -435,7 +410,7 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
         fired: Vec<FiredTimer>,
         groups: Vec<KeyGroup>,
     ) -> Result<Output, String> {
-        let mut states = load_states::<F::State>(&groups)?;
+        let mut states = self.cache.load(&groups)?;
         let mut emitter = Emitter::new();
         let mut timers = Vec::new();
         for (index, timer) in fired.iter().enumerate() {
@@ -454,14 +429,14 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
                 time: Some(timer.time),
                 arrival_watermark: None,
             };
-            self.0
+            self.function
                 .on_timer(&mut ctx)
                 .map_err(|e| format!("timer at {} for key `{}`: {e}", timer.time, group.key))?;
         }
         Ok(Output {
             emitted: emitter.finish(),
             rejected: Vec::new(),
-            state_updates: state_updates(states)?,
+            state_updates: self.cache.store(groups, states)?,
             timers,
         })
     }
@@ -488,7 +463,7 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
             .iter()
             .enumerate()
             .map(|(index, state)| {
-                self.0
+                self.function
                     .migrate(from_version, state)
                     .map_err(|e| MigrationError {
                         index: index as u32,

@@ -133,34 +133,30 @@ impl<E: std::fmt::Display> AddOutcome for Result<(), E> {
 }
 
 impl WindowSpec {
-    fn assign(&self, time: i64) -> Vec<Window> {
-        match self.kind {
-            WindowKind::Tumbling { size } => {
-                let start = time - time.rem_euclid(size);
-                vec![Window {
-                    start,
-                    end: start + size,
-                }]
-            }
-            WindowKind::Sliding { size, slide } => {
+    /// The windows a record at `time` belongs to, oldest first (no
+    /// allocation: this runs for every record).
+    fn assign(&self, time: i64) -> impl Iterator<Item = Window> {
+        let (size, slide) = match self.kind {
+            WindowKind::Tumbling { size } => (size, size),
+            WindowKind::Sliding { size, slide } => (size, slide),
+            WindowKind::Session { gap } => (gap, gap),
+        };
+        let (first, count) = match self.kind {
+            WindowKind::Session { .. } => (time, 1),
+            _ => {
+                // Starts are multiples of `slide` in (time - size, time].
                 let last = time - time.rem_euclid(slide);
-                let mut windows = Vec::new();
-                let mut start = last;
-                while start > time - size {
-                    windows.push(Window {
-                        start,
-                        end: start + size,
-                    });
-                    start -= slide;
-                }
-                windows.reverse();
-                windows
+                let count = (last - time + size + slide - 1) / slide;
+                (last - (count - 1) * slide, count)
             }
-            WindowKind::Session { gap } => vec![Window {
-                start: time,
-                end: time + gap,
-            }],
-        }
+        };
+        (0..count).map(move |k| {
+            let start = first + k * slide;
+            Window {
+                start,
+                end: start + size,
+            }
+        })
     }
 
     /// Whether a window can no longer change at watermark `watermark`.
@@ -187,18 +183,17 @@ pub fn add_record<A: Default, R: IntoRecords>(
         .timestamp()
         .ok_or_else(|| Error::new("a window operator needs the source's `event_time`"))?;
     let watermark = ctx.watermark();
-    let windows: Vec<Window> = spec
+    let key = ctx.key;
+    let mut updated = Vec::new();
+    let mut timers = Vec::new();
+    let mut windows = spec
         .assign(time)
-        .into_iter()
         .filter(|w| !spec.expired(*w, watermark))
-        .collect();
-    if windows.is_empty() {
+        .peekable();
+    if windows.peek().is_none() {
         let record = late()?;
         return ctx.emit_to(spec.late_output, &record);
     }
-    let key = ctx.key().to_owned();
-    let mut updated = Vec::new();
-    let mut timers = Vec::new();
     {
         let state = ctx.state();
         for window in windows {
@@ -225,7 +220,7 @@ pub fn add_record<A: Default, R: IntoRecords>(
     for index in updated {
         let out = {
             let pane = &ctx.state().panes[index];
-            result(&key, pane.window(), &pane.acc)
+            result(key, pane.window(), &pane.acc)
         };
         out.emit_into(ctx.__emitter())?;
     }
@@ -298,7 +293,7 @@ pub fn fire<A: Default, R: IntoRecords>(
     let Some((_, time)) = ctx.fired_timer() else {
         return Ok(());
     };
-    let key = ctx.key().to_owned();
+    let key = ctx.key;
     let mut outs = Vec::new();
     let mut cleanup = Vec::new();
     {
@@ -306,7 +301,7 @@ pub fn fire<A: Default, R: IntoRecords>(
         for pane in &mut state.panes {
             if !pane.fired && pane.end - 1 <= time {
                 pane.fired = true;
-                outs.push(result(&key, pane.window(), &pane.acc));
+                outs.push(result(key, pane.window(), &pane.acc));
                 if spec.allowed_lateness > 0 {
                     cleanup.push((pane.end - 1).saturating_add(spec.allowed_lateness));
                 }
@@ -349,4 +344,48 @@ pub fn top_n<T, K: Ord, U: Ord>(
         .enumerate()
         .map(|(i, t)| (i + 1, t))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Window, WindowKind, WindowSpec};
+
+    fn spec(kind: WindowKind) -> WindowSpec {
+        WindowSpec {
+            kind,
+            allowed_lateness: 0,
+            late_output: "late",
+        }
+    }
+
+    /// A record belongs to every window whose start is a multiple of the
+    /// slide with start <= time < start + size, oldest first.
+    #[test]
+    fn sliding_and_tumbling_windows_are_every_window_holding_the_time() {
+        for (size, slide) in [(10, 2), (10, 3), (7, 7), (1, 1), (60, 10)] {
+            let kind = if size == slide {
+                WindowKind::Tumbling { size }
+            } else {
+                WindowKind::Sliding { size, slide }
+            };
+            for time in (-3 * size)..(3 * size) {
+                let expected: Vec<Window> = (-5 * size..5 * size)
+                    .filter(|start| start.rem_euclid(slide) == 0)
+                    .filter(|start| *start <= time && time < start + size)
+                    .map(|start| Window {
+                        start,
+                        end: start + size,
+                    })
+                    .collect();
+                let got: Vec<Window> = spec(kind).assign(time).collect();
+                assert_eq!(got, expected, "size {size}, slide {slide}, time {time}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_session_window_starts_at_the_record() {
+        let got: Vec<Window> = spec(WindowKind::Session { gap: 5 }).assign(42).collect();
+        assert_eq!(got, vec![Window { start: 42, end: 47 }]);
+    }
 }

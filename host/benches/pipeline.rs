@@ -12,6 +12,10 @@ use weir::{WasmEngine, operators, runtime};
 
 const EVENTS: u64 = 2_000_000;
 
+/// The allocator the `weir` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn nexmark(c: &mut Criterion) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().unwrap();

@@ -14,6 +14,12 @@ use weir::operators::{component_files, prepare_all};
 use weir::scaffold::new_project;
 use weir::{WasmEngine, runtime};
 
+/// mimalloc instead of the system allocator: a run allocates and frees
+/// batch-sized buffers all the time, and glibc hands large ones back to the
+/// kernel, which then zeroes fresh pages for the next batch.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Weir runs stream pipelines whose operators are sandboxed WebAssembly components.
 #[derive(Parser)]
 #[command(name = "weir", version, about)]

@@ -1,12 +1,13 @@
-//! One operator, four languages: the etl-cleanse operator written in Rust,
-//! Python, JavaScript and C (and sales-by-product, fraud-detection and the
-//! hot-swap counter in Rust, Python and C) must produce byte-identical
-//! output and dead letters.
+//! One operator, four languages: the etl-cleanse operator, the keyed
+//! sales-by-product operator and the fraud-detection operator (keyed state
+//! and event-time timers) written in Rust, Python, JavaScript and C must
+//! produce byte-identical output and dead letters, and the hot-swap counter's
+//! version 2 in Python, JavaScript or C must take over from the Rust version 1.
 //!
 //! These tests need the Python, JavaScript and C build tools (`.ci/run`
 //! installs them); `weir` builds the operator folders itself.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use crate::hot_swap::{KEYS, LiveRun, build, check_output};
@@ -19,6 +20,29 @@ const ETL: [&str; 4] = [
     "etl-cleanse-js",
     "etl-cleanse-c",
 ];
+
+/// The sales-by-product pipeline of every language.
+const SALES: [&str; 4] = [
+    "sales-by-product",
+    "sales-by-product-py",
+    "sales-by-product-js",
+    "sales-by-product-c",
+];
+
+/// The fraud-detection pipeline of every language.
+const FRAUD: [&str; 4] = [
+    "fraud-detection",
+    "fraud-detection-py",
+    "fraud-detection-js",
+    "fraud-detection-c",
+];
+
+/// The componentize-js that CI installs (`npm ci` in `etl-cleanse-js`);
+/// every JavaScript operator is built with it, so the other examples need
+/// no `node_modules` of their own.
+fn componentize_js() -> PathBuf {
+    repo().join("examples/etl-cleanse-js/operator/node_modules/.bin/componentize-js")
+}
 
 /// Runs `examples/{example}/pipeline.toml` on `input` (its own input when
 /// `None`) and returns the output and dead-letter files' text.
@@ -37,7 +61,17 @@ fn run_example(example: &str, input: Option<&Path>) -> (String, String) {
     if let Some(input) = input {
         args.extend(["--input", s(input)]);
     }
-    run_ok(&args);
+    let output = weir()
+        .args(&args)
+        .current_dir(repo())
+        .env("WEIR_COMPONENTIZE_JS", componentize_js())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "weir {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     (
         std::fs::read_to_string(&out).unwrap(),
         std::fs::read_to_string(&dead).unwrap_or_default(),
@@ -61,6 +95,40 @@ fn etl_cleanse_in_every_language_matches_its_expected_output() {
         assert_eq!(dead, want_dead, "{example}: dead letters");
         // The expected files are the Rust example's, byte for byte.
         assert_eq!((want_out, want_dead), expected("etl-cleanse"), "{example}");
+    }
+}
+
+/// Values the operator passes through untouched (`order_id` here) keep
+/// what serde_json writes: integers beyond 2^53 with every digit, and floats
+/// in its shortest form with an exponent outside 1e-5 ..< 1e16 (`1e+20`).
+/// The Python operator is not held to this: it writes floats as Python does
+/// (`1.5e-09`, `2.5e30`).
+#[test]
+fn etl_cleanse_in_javascript_and_c_passes_numbers_through_as_rust_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("orders.jsonl");
+    let rest = r#""user_email":"a@b","amount_cents":5,"currency":"eur","country":"de","ts":"2024-03-01T12:00:00Z""#;
+    let ids = [
+        r#"{"a":1e20,"b":1.5e-9,"c":123456789012345678,"d":0.1,"e":[2.0,1e-5,0.000015]}"#,
+        "2.5e30",
+        "9007199254740993",
+        "-0.0",
+    ];
+    let lines: Vec<String> = ids
+        .iter()
+        .map(|id| format!(r#"{{"order_id":{id},{rest}}}"#))
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let rust = run_example("etl-cleanse", Some(&input));
+    assert!(
+        rust.0.starts_with(
+            r#"{"order_id":{"a":1e+20,"b":1.5e-9,"c":123456789012345678,"d":0.1,"e":[2.0,0.00001,0.000015]},"#
+        ),
+        "{}",
+        rust.0
+    );
+    for example in ["etl-cleanse-js", "etl-cleanse-c"] {
+        assert_eq!(run_example(example, Some(&input)), rust, "{example}");
     }
 }
 
@@ -184,19 +252,98 @@ fn generated_orders_give_identical_output_in_every_language() {
 }
 
 #[test]
-fn sales_by_product_in_python_and_c_matches_rust() {
-    for example in ["sales-by-product-py", "sales-by-product-c"] {
+fn sales_by_product_in_every_language_matches_rust() {
+    let (want_out, want_dead) = expected("sales-by-product");
+    for example in &SALES[1..] {
         let (out, dead) = run_example(example, None);
-        let (want_out, want_dead) = expected("sales-by-product");
-        assert_eq!(out, want_out, "{example}");
-        assert_eq!(dead, want_dead, "{example}");
-        assert_eq!(expected(example), (want_out, want_dead), "{example}");
+        assert_eq!(out, want_out, "{example}: output");
+        assert_eq!(dead, want_dead, "{example}: dead letters");
+        assert_eq!(
+            expected(example),
+            (want_out.clone(), want_dead.clone()),
+            "{example}"
+        );
+    }
+}
+
+/// An order line whose `qty` and `price_cents` reach every rule of the
+/// operator: small integers mostly, then integers around 2^53 (where a
+/// JavaScript number stops being exact) and 2^63 (where the totals overflow),
+/// integers beyond `i64`, floats, text and nested values.
+fn random_sales_order(rng: &mut Rng) -> String {
+    const ODD: &[&str] = &[
+        "9007199254740993",
+        "-9007199254740993",
+        "4611686018427387904",
+        "3037000500",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "9223372036854775808",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "2.5",
+        "3.0",
+        "1e3",
+        "1e20",
+        "0.0000001",
+        r#""7""#,
+        r#""\u00e9\"x""#,
+        "true",
+        "[1]",
+        r#"{"n":1}"#,
+        "null",
+    ];
+    let value = |rng: &mut Rng| match rng.below(12) {
+        0 => (*rng.pick(ODD)).to_owned(),
+        1 => format!("{}", rng.below(1 << 40)),
+        _ => format!("{}", rng.below(30) as i64 - 5),
+    };
+    let product = ["tea", "cake", "scone", "jam"][rng.below(4) as usize];
+    let (qty, price) = (value(rng), value(rng));
+    match rng.below(30) {
+        0 => format!(r#"{{"product":"{product}","price_cents":{price}}}"#),
+        1 => format!(r#"{{"price_cents":{price},"qty":{qty},"product":"{product}"}}"#),
+        _ => format!(r#"{{"product":"{product}","qty":{qty},"price_cents":{price}}}"#),
     }
 }
 
 #[test]
-fn c_counter_v2_hot_swaps_in_for_rust_v1() {
-    hot_swap_rust_v1_for(&build("counter-v2-c"));
+fn generated_sales_give_identical_totals_in_every_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("orders.jsonl");
+    let mut rng = Rng::new(12);
+    let lines: Vec<String> = (0..3000).map(|_| random_sales_order(&mut rng)).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let (rust_out, rust_dead) = run_example("sales-by-product", Some(&input));
+    // Totals beyond 2^53 are emitted, and some orders overflow.
+    assert!(rust_out.lines().count() > 1500, "{rust_out}");
+    let inexact_in_f64 = |line: &str| {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        ["units", "revenue_cents"].iter().any(|field| {
+            record[field]
+                .as_i64()
+                .is_some_and(|n| n.unsigned_abs() > 1 << 53 && n % 2 != 0)
+        })
+    };
+    assert!(
+        rust_out.lines().any(inexact_in_f64),
+        "a total no float holds exactly"
+    );
+    assert!(rust_dead.contains("the totals overflow a 64-bit integer"));
+    for example in &SALES[1..] {
+        let (out, dead) = run_example(example, Some(&input));
+        assert_eq!(out, rust_out, "{example}: output differs from Rust's");
+        // The Python and C operators word some refusals differently from
+        // serde (Python: floats such as `1e-07`, integers below i64; C:
+        // integers below i64, and a missing `qty` named before a bad
+        // `price_cents`); their totals are the same.
+        if !["sales-by-product-py", "sales-by-product-c"].contains(example) {
+            assert_eq!(
+                dead, rust_dead,
+                "{example}: dead letters differ from Rust's"
+            );
+        }
+    }
 }
 
 #[test]
@@ -208,10 +355,9 @@ fn python_counter_v2_hot_swaps_in_for_rust_v1() {
 fn javascript_counter_v2_hot_swaps_in_for_rust_v1() {
     // Built with the toolchain CI installed for etl-cleanse-js.
     let dir = repo().join("examples/hot-swap/counter-v2-js");
-    let tool = repo().join("examples/etl-cleanse-js/operator/node_modules/.bin/componentize-js");
     let output = weir()
         .args(["build", s(&dir)])
-        .env("WEIR_COMPONENTIZE_JS", &tool)
+        .env("WEIR_COMPONENTIZE_JS", componentize_js())
         .output()
         .unwrap();
     assert!(
@@ -220,6 +366,11 @@ fn javascript_counter_v2_hot_swaps_in_for_rust_v1() {
         String::from_utf8_lossy(&output.stderr)
     );
     hot_swap_rust_v1_for(&dir.join(".weir/operator.wasm"));
+}
+
+#[test]
+fn c_counter_v2_hot_swaps_in_for_rust_v1() {
+    hot_swap_rust_v1_for(&build("counter-v2-c"));
 }
 
 /// Runs the Rust counter-v1 under load, deploys `v2` (a version 2 in another
@@ -292,15 +443,20 @@ fn a_missing_build_tool_is_one_error_with_its_install_command() {
 }
 
 #[test]
-fn fraud_detection_in_python_and_c_matches_rust() {
-    for example in ["fraud-detection-py", "fraud-detection-c"] {
+fn fraud_detection_in_every_language_matches_rust() {
+    let (want_out, want_dead) = expected("fraud-detection");
+    for example in &FRAUD[1..] {
         let (out, dead) = run_example(example, None);
-        let (want_out, want_dead) = expected("fraud-detection");
-        assert_eq!(out, want_out, "{example}");
-        assert_eq!(dead, want_dead, "{example}");
+        assert_eq!(out, want_out, "{example}: output");
+        assert_eq!(dead, want_dead, "{example}: dead letters");
+        assert_eq!(
+            expected(example),
+            (want_out.clone(), want_dead.clone()),
+            "{example}"
+        );
     }
     // On generated transactions (timers firing as the watermark moves) the
-    // Python and C operators raise exactly the Rust one's alerts.
+    // Python, JavaScript and C operators raise exactly the Rust one's alerts.
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("transactions.jsonl");
     let mut rng = Rng::new(9);
@@ -325,10 +481,43 @@ fn fraud_detection_in_python_and_c_matches_rust() {
         rust_out.lines().count() > 20,
         "the input should raise alerts"
     );
-    for example in ["fraud-detection-py", "fraud-detection-c"] {
+    for example in &FRAUD[1..] {
         let (out, _) = run_example(example, Some(&input));
-        assert_eq!(out, rust_out, "{example}");
+        assert_eq!(out, rust_out, "{example}: alerts differ from Rust's");
     }
+}
+
+/// Transactions the Rust operator refuses, field by field, as serde words
+/// it: the JavaScript operator dead-letters the same ones with the same
+/// reasons, and keeps tracking the others. The Python and C operators are
+/// not held to this: both track a transaction without `tx_id` and word a
+/// field of the wrong type without serde's detail (`invalid type`).
+#[test]
+fn fraud_detection_in_javascript_refuses_what_rust_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("transactions.jsonl");
+    let lines = [
+        r#"{"tx_id":"a","account_id":"x1","amount":0.5,"ts":1000}"#,
+        r#"{"account_id":"x1","amount":600,"ts":2000}"#,
+        r#"{"tx_id":"b","account_id":"x2","amount":"0.5","ts":3000}"#,
+        r#"{"tx_id":"c","account_id":"x2","amount":true,"ts":3001}"#,
+        r#"{"tx_id":"d","account_id":"x2","ts":3002}"#,
+        r#"{"tx_id":"e","account_id":"x3","amount":0,"ts":4000}"#,
+        r#"{"tx_id":{"z":1,"a":2},"account_id":"x3","amount":501,"ts":4001}"#,
+        r#"{"account_id":"x4","amount":[2],"ts":5000}"#,
+        r#"{"tx_id":9007199254740993,"account_id":"x4","amount":0.2,"ts":5001}"#,
+        r#"{"tx_id":"f","account_id":"x4","amount":1e3,"ts":5002}"#,
+        r#"{"tx_id":"g","account_id":"x5","amount":0.2,"ts":6000.5}"#,
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let rust = run_example("fraud-detection", Some(&input));
+    assert_eq!(
+        rust.0,
+        "{\"account_id\":\"x3\",\"small_tx_id\":\"e\",\"large_tx_id\":{\"a\":2,\"z\":1}}\n\
+         {\"account_id\":\"x4\",\"small_tx_id\":9007199254740993,\"large_tx_id\":\"f\"}\n"
+    );
+    assert_eq!(rust.1.lines().count(), 6, "{}", rust.1);
+    assert_eq!(run_example("fraud-detection-js", Some(&input)), rust);
 }
 
 #[test]

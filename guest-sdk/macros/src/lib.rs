@@ -238,7 +238,9 @@ fn window_impl(attr: Tokens, function: &ItemFn) -> syn::Result<Tokens> {
         Some(path) => quote!(::core::option::Option::Some(#path)),
         None => quote!(::core::option::Option::None),
     };
-    let export = export_operator(quote!(::weir_guest::__private::KeyedOp(__WeirWindowFn)));
+    let export = export_operator(quote!(::weir_guest::__private::KeyedOp::new(
+        __WeirWindowFn
+    )));
     Ok(quote! {
         #[doc(hidden)]
         struct __WeirWindowFn;
@@ -576,7 +578,7 @@ fn keyed_impl(attr: Tokens, function: &ItemFn) -> syn::Result<Tokens> {
         }
     });
     let keyed_fn = syn::Ident::new("__WeirKeyedFn", Span::call_site());
-    let export = export_operator(quote!(::weir_guest::__private::KeyedOp(#keyed_fn)));
+    let export = export_operator(quote!(::weir_guest::__private::KeyedOp::new(#keyed_fn)));
     Ok(quote! {
         #[doc(hidden)]
         struct #keyed_fn;

@@ -4,6 +4,7 @@
 use arrow::array::{Array, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::DataType;
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use crate::codec::is_json_field;
@@ -51,6 +52,64 @@ pub fn row_keys<'a>(batch: &'a RecordBatch, field: &str) -> Vec<Option<Cow<'a, s
         keys.push(key);
     }
     keys
+}
+
+/// The rows of a batch grouped by key, for a keyed operator's call.
+pub struct KeyGroups<'a> {
+    /// Every key, in order of first appearance, with its rows in order.
+    pub groups: Vec<(Cow<'a, str>, Vec<u32>)>,
+    /// Rows whose key field is absent or null.
+    pub missing: Vec<u32>,
+}
+
+/// Groups the rows of `batch` by field `field`, with the keys [`row_keys`]
+/// gives. Integer keys are grouped by value and printed once per key, not
+/// once per row: the common case of keying by an id.
+pub fn group_rows<'a>(batch: &'a RecordBatch, field: &str) -> KeyGroups<'a> {
+    let mut groups: Vec<(Cow<'a, str>, Vec<u32>)> = Vec::new();
+    let mut missing = Vec::new();
+    let ints = batch
+        .column_by_name(field)
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>());
+    if let Some(ints) = ints {
+        let mut index: HashMap<i64, usize, foldhash::fast::RandomState> = HashMap::default();
+        for (row, value) in ints.iter().enumerate() {
+            let Some(value) = value else {
+                missing.push(row as u32);
+                continue;
+            };
+            let g = *index.entry(value).or_insert_with(|| {
+                groups.push((Cow::Owned(value.to_string()), Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(row as u32);
+        }
+        return KeyGroups { groups, missing };
+    }
+    let keys = row_keys(batch, field);
+    let mut index: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
+    let mut first_rows = Vec::new();
+    for (row, key) in keys.iter().enumerate() {
+        let Some(key) = key.as_deref() else {
+            missing.push(row as u32);
+            continue;
+        };
+        let g = *index.entry(key).or_insert_with(|| {
+            first_rows.push(row);
+            first_rows.len() - 1
+        });
+        if g == groups.len() {
+            groups.push((Cow::Borrowed(""), Vec::new()));
+        }
+        groups[g].1.push(row as u32);
+    }
+    // The map borrows `keys`; give each group its key only now.
+    drop(index);
+    let mut keys = keys;
+    for ((key, _), row) in groups.iter_mut().zip(first_rows) {
+        *key = keys[row].take().unwrap_or_default();
+    }
+    KeyGroups { groups, missing }
 }
 
 /// A JSON document as a key: strings unquoted, anything else as written.

@@ -11,7 +11,7 @@ mod swap;
 mod worker;
 
 pub use dead_letter::{DeadLetter, DeadLetters};
-pub use keys::{partition_of, row_keys};
+pub use keys::{KeyGroups, group_rows, partition_of, row_keys};
 pub use message::{END_OF_TIME, Envelope, Message, RowTimes};
 pub use metrics::{OperatorMetrics, Progress, RunMetrics, human};
 pub use pipeline::{OperatorReport, RunSummary, Running, run, start};

@@ -8,7 +8,6 @@
 //! verdict of the other workers: one failed key refuses the version on
 //! every worker, and the old state stays untouched.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
@@ -82,7 +81,7 @@ impl VersionStats {
 pub fn migrate_states(
     instance: &mut OperatorInstance,
     from: u32,
-    values: &HashMap<String, Vec<u8>>,
+    values: &super::worker::KeyedValues,
 ) -> Result<Vec<Vec<u8>>, String> {
     let entries: Vec<(&String, &Vec<u8>)> = values.iter().collect();
     let mut migrated = Vec::with_capacity(values.len());

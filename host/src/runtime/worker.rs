@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use arrow::array::RecordBatch;
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,7 +11,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::Receiver;
 
 use super::dead_letter::{DeadLetter, DeadLetters};
-use super::keys::row_keys;
+use super::keys::{KeyGroups, group_rows};
 use super::message::{Envelope, Message, RowTimes};
 use super::metrics::OperatorMetrics;
 use super::route::Route;
@@ -53,7 +54,7 @@ pub struct Worker {
     setup: WorkerSetup,
     instance: OperatorInstance,
     /// Value state of the keys this worker owns (JSON, as the guest wrote it).
-    values: HashMap<String, Vec<u8>>,
+    values: KeyedValues,
     maps: MapStore,
     /// When the last batch finished.
     last_batch_done: Option<Instant>,
@@ -71,6 +72,9 @@ pub struct Worker {
     event_timers: BTreeSet<(i64, String)>,
     processing_timers: BTreeSet<(i64, String)>,
 }
+
+/// Value states by key.
+pub type KeyedValues = HashMap<String, Vec<u8>, foldhash::fast::RandomState>;
 
 /// Timers fired per guest call.
 const TIMERS_PER_CALL: usize = 1024;
@@ -91,7 +95,7 @@ impl Worker {
             processing_timers: BTreeSet::new(),
             setup,
             instance,
-            values: HashMap::new(),
+            values: KeyedValues::default(),
             maps: MapStore::new(),
             last_batch_done: None,
             swapped_at: None,
@@ -213,7 +217,7 @@ impl Worker {
             })
             .collect();
         let result = self.instance.on_timer(&fired, &args, &mut self.maps);
-        let output = match result {
+        let mut output = match result {
             Ok(output) => output,
             Err(e) => {
                 if let CallError::Trap(_) = &e {
@@ -241,8 +245,7 @@ impl Worker {
                 return Ok(());
             }
         };
-        let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
-        self.apply_keyed_effects(&keys, &output)
+        self.apply_keyed_effects(&keys, &mut output)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         // Records a timer emits have the timer's time as their event time.
         let origin = Message {
@@ -348,27 +351,19 @@ impl Worker {
                 .process(&message.batch, times, &[], &mut self.maps);
         }
         // Without `key_by` a keyed operator is global: one key, "".
-        let keys = match &self.setup.key_by {
-            Some(field) => row_keys(&message.batch, field),
-            None => vec![Some(std::borrow::Cow::Borrowed("")); message.rows()],
+        let KeyGroups { groups, missing } = match &self.setup.key_by {
+            Some(field) => group_rows(&message.batch, field),
+            None => KeyGroups {
+                groups: vec![(Cow::Borrowed(""), (0..message.rows() as u32).collect())],
+                missing: Vec::new(),
+            },
         };
-        let field = self.setup.key_by.as_deref().unwrap_or_default();
-        let mut index: HashMap<&str, usize> = HashMap::new();
-        let mut groups: Vec<(&str, Vec<u32>)> = Vec::new();
-        for (row, key) in keys.iter().enumerate() {
-            match key.as_deref() {
-                Some(key) => {
-                    let g = *index.entry(key).or_insert_with(|| {
-                        groups.push((key, Vec::new()));
-                        groups.len() - 1
-                    });
-                    groups[g].1.push(row as u32);
-                }
-                None => {
-                    let reason = format!("missing key field `{field}`");
-                    self.dead_letter_row(message, row, &reason)
-                        .map_err(|e| CallError::Failed(e.to_string()))?;
-                }
+        if !missing.is_empty() {
+            let field = self.setup.key_by.as_deref().unwrap_or_default();
+            let reason = format!("missing key field `{field}`");
+            for row in missing {
+                self.dead_letter_row(message, row as usize, &reason)
+                    .map_err(|e| CallError::Failed(e.to_string()))?;
             }
         }
         let args: Vec<KeyGroupArg<'_>> = groups
@@ -376,43 +371,44 @@ impl Worker {
             .map(|(key, rows)| KeyGroupArg {
                 key,
                 rows,
-                state: self.values.get(*key).map(Vec::as_slice),
+                state: self.values.get(key.as_ref()).map(Vec::as_slice),
             })
             .collect();
-        let output = self
+        let mut output = self
             .instance
             .process(&message.batch, times, &args, &mut self.maps)?;
-        let keys: Vec<String> = groups.iter().map(|(k, _)| (*k).to_owned()).collect();
-        self.apply_keyed_effects(&keys, &output)
+        let keys: Vec<&str> = groups.iter().map(|(k, _)| k.as_ref()).collect();
+        self.apply_keyed_effects(&keys, &mut output)
             .map_err(CallError::Failed)?;
         Ok(output)
     }
 
-    /// Applies a keyed call's state updates and timer requests; `keys` are
-    /// the call's key groups.
+    /// Applies a keyed call's state updates (moving them out of `output`)
+    /// and timer requests; `keys` are the call's key groups.
     fn apply_keyed_effects(
         &mut self,
-        keys: &[String],
-        output: &DecodedOutput,
+        keys: &[&str],
+        output: &mut DecodedOutput,
     ) -> Result<(), String> {
         let key_of = |group: u32| {
             keys.get(group as usize)
+                .copied()
                 .ok_or_else(|| format!("the operator named an unknown key group {group}"))
         };
-        for (group, state) in &output.state_updates {
-            let key = key_of(*group)?;
-            let count = &self.setup.metrics.state_keys;
-            match state {
-                Some(bytes) => {
-                    if self.values.insert(key.clone(), bytes.clone()).is_none() {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
+        let count = &self.setup.metrics.state_keys;
+        for (group, state) in std::mem::take(&mut output.state_updates) {
+            let key = key_of(group)?;
+            match (state, self.values.get_mut(key)) {
+                (Some(bytes), Some(old)) => *old = bytes,
+                (Some(bytes), None) => {
+                    self.values.insert(key.to_owned(), bytes);
+                    count.fetch_add(1, Ordering::Relaxed);
                 }
-                None => {
-                    if self.values.remove(key).is_some() {
-                        count.fetch_sub(1, Ordering::Relaxed);
-                    }
+                (None, Some(_)) => {
+                    self.values.remove(key);
+                    count.fetch_sub(1, Ordering::Relaxed);
                 }
+                (None, None) => {}
             }
         }
         for timer in &output.timers {
@@ -421,7 +417,7 @@ impl Worker {
                 TimeDomain::EventTime => &mut self.event_timers,
                 TimeDomain::ProcessingTime => &mut self.processing_timers,
             };
-            let entry = (timer.time, key.clone());
+            let entry = (timer.time, key.to_owned());
             if timer.delete {
                 timers.remove(&entry);
             } else {
