@@ -1,9 +1,10 @@
-//! The etl-cleanse operator written in Rust, Python and JavaScript, run by
+//! The etl-cleanse operator written in Rust, Python, JavaScript and C, run by
 //! the host on the same batch of 1,024 orders: records per second, component
 //! size, compile time and instantiation time (instance + `init`).
 //!
 //! `cargo bench -p weir --bench languages` (pin to one core: `taskset -c 0`).
-//! Needs componentize-py and componentize-js, as the conformance tests do.
+//! Needs componentize-py, componentize-js and clang-14 with wasi-libc, as the
+//! conformance tests do.
 
 use arrow::array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -16,10 +17,11 @@ use weir::{OperatorInstance, WasmEngine};
 
 const ROWS: usize = 1024;
 
-const LANGUAGES: [(&str, &str); 3] = [
+const LANGUAGES: [(&str, &str); 4] = [
     ("rust", "examples/etl-cleanse/operator"),
     ("python", "examples/etl-cleanse-py/operator"),
     ("js", "examples/etl-cleanse-js/operator"),
+    ("c", "examples/etl-cleanse-c/operator"),
 ];
 
 /// Builds and compiles one language's operator, printing its size and

@@ -101,6 +101,7 @@ enum Lang {
     Rust,
     Python,
     Js,
+    C,
 }
 
 fn main() -> ExitCode {
@@ -246,14 +247,15 @@ fn run(cli: Cli) -> Result<()> {
                 Lang::Rust => Language::Rust,
                 Lang::Python => Language::Python,
                 Lang::Js => Language::JavaScript,
+                Lang::C => Language::C,
             };
             let test = new_project(&path, language)?;
             println!("created {}; in it:", path.display());
-            if matches!(lang, Lang::Js) {
+            if matches!(lang, Lang::Js | Lang::C) {
                 println!("  {test}");
             }
             println!("  weir run pipeline.toml && diff expected.jsonl out/result.jsonl");
-            if !matches!(lang, Lang::Js) {
+            if !matches!(lang, Lang::Js | Lang::C) {
                 println!("  {test}");
             }
             Ok(())

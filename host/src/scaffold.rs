@@ -1,10 +1,12 @@
-//! `weir new`: a new operator project in Rust, Python or JavaScript, with a
+//! `weir new`: a new operator project in Rust, Python, JavaScript or C, with a
 //! pipeline that runs it on a sample input and the output that run must give.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
-use crate::builder::{COMPONENTIZE_JS_VERSION, Language, PREVIEW2_SHIM_VERSION};
+use crate::builder::{
+    C_TOOLCHAIN_INSTALL, COMPONENTIZE_JS_VERSION, Language, PREVIEW2_SHIM_VERSION,
+};
 
 /// The sample input of every new project.
 const INPUT: &str = r#"{"user":"  Ada ","clicks":3}
@@ -181,6 +183,34 @@ const JS_PACKAGE: &str = r#"{
 }
 "#;
 
+const C_APP: &str = r#"/* Normalises user names, drops events without clicks and dead-letters
+ * events with negative clicks. */
+#include <ctype.h>
+#include <string.h>
+
+#include "weir_operator.h"
+
+static weir_value *clicks(weir_call *c, weir_value *event) {
+    int64_t n;
+    if (!weir_as_i64(weir_get(event, "clicks"), &n))
+        return weir_reject(c, "field `clicks` must be an integer");
+    if (n < 0) return weir_reject(c, "negative clicks: %lld", (long long)n);
+    if (n == 0) return NULL; /* dropped */
+    const char *user = weir_as_str(weir_get(event, "user"));
+    if (!user) return weir_reject(c, "field `user` must be a string");
+    while (isspace((unsigned char)*user)) user++;
+    size_t len = strlen(user);
+    while (len && isspace((unsigned char)user[len - 1])) len--;
+    char *lower = (char *)weir_format(c, "%.*s", (int)len, user);
+    for (char *p = lower; *p; p++) *p = (char)tolower((unsigned char)*p);
+    weir_value *out = weir_object(c);
+    weir_set_str(c, out, "user", lower);
+    weir_set_int(c, out, "clicks", n);
+    return out;
+}
+WEIR_FILTER_MAP(clicks);
+"#;
+
 /// The folder of a guest SDK in the Weir source tree `weir` was built from.
 fn sdk_dir(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -258,6 +288,11 @@ pub fn new_project(dir: &Path, language: Language) -> Result<String> {
                         .replace("{preview2_shim}", PREVIEW2_SHIM_VERSION),
                 ),
             ],
+        ),
+        Language::C => (
+            "C",
+            format!("{C_TOOLCHAIN_INSTALL}   # the build tools, clang and wasi-libc, once"),
+            vec![("operator/app.c", C_APP.to_owned())],
         ),
     };
     let common = [

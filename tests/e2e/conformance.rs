@@ -1,33 +1,40 @@
-//! One operator, three languages: the etl-cleanse operator, the keyed
+//! One operator, four languages: the etl-cleanse operator, the keyed
 //! sales-by-product operator and the fraud-detection operator (keyed state
-//! and event-time timers) written in Rust, Python and JavaScript must produce
-//! byte-identical output and dead letters, and the hot-swap counter's version
-//! 2 in Python or JavaScript must take over from the Rust version 1.
+//! and event-time timers) written in Rust, Python, JavaScript and C must
+//! produce byte-identical output and dead letters, and the hot-swap counter's
+//! version 2 in Python, JavaScript or C must take over from the Rust version 1.
 //!
-//! These tests need the Python and JavaScript build tools (`.ci/run`
+//! These tests need the Python, JavaScript and C build tools (`.ci/run`
 //! installs them); `weir` builds the operator folders itself.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use crate::hot_swap::{KEYS, LiveRun, build, check_output};
-use crate::support::{Rng, repo, s, weir};
+use crate::support::{Rng, repo, run_ok, s, weir};
 
 /// The etl-cleanse pipeline of every language.
-const ETL: [&str; 3] = ["etl-cleanse", "etl-cleanse-py", "etl-cleanse-js"];
+const ETL: [&str; 4] = [
+    "etl-cleanse",
+    "etl-cleanse-py",
+    "etl-cleanse-js",
+    "etl-cleanse-c",
+];
 
 /// The sales-by-product pipeline of every language.
-const SALES: [&str; 3] = [
+const SALES: [&str; 4] = [
     "sales-by-product",
     "sales-by-product-py",
     "sales-by-product-js",
+    "sales-by-product-c",
 ];
 
 /// The fraud-detection pipeline of every language.
-const FRAUD: [&str; 3] = [
+const FRAUD: [&str; 4] = [
     "fraud-detection",
     "fraud-detection-py",
     "fraud-detection-js",
+    "fraud-detection-c",
 ];
 
 /// The componentize-js that CI installs (`npm ci` in `etl-cleanse-js`);
@@ -80,7 +87,7 @@ fn expected(example: &str) -> (String, String) {
 }
 
 #[test]
-fn etl_cleanse_in_python_and_javascript_matches_its_expected_output() {
+fn etl_cleanse_in_every_language_matches_its_expected_output() {
     for example in &ETL[1..] {
         let (out, dead) = run_example(example, None);
         let (want_out, want_dead) = expected(example);
@@ -94,8 +101,10 @@ fn etl_cleanse_in_python_and_javascript_matches_its_expected_output() {
 /// Values the operator passes through untouched (`order_id` here) keep
 /// what serde_json writes: integers beyond 2^53 with every digit, and floats
 /// in its shortest form with an exponent outside 1e-5 ..< 1e16 (`1e+20`).
+/// The Python operator is not held to this: it writes floats as Python does
+/// (`1.5e-09`, `2.5e30`).
 #[test]
-fn etl_cleanse_in_javascript_passes_numbers_through_as_rust_does() {
+fn etl_cleanse_in_javascript_and_c_passes_numbers_through_as_rust_does() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("orders.jsonl");
     let rest = r#""user_email":"a@b","amount_cents":5,"currency":"eur","country":"de","ts":"2024-03-01T12:00:00Z""#;
@@ -118,7 +127,9 @@ fn etl_cleanse_in_javascript_passes_numbers_through_as_rust_does() {
         "{}",
         rust.0
     );
-    assert_eq!(run_example("etl-cleanse-js", Some(&input)), rust);
+    for example in ["etl-cleanse-js", "etl-cleanse-c"] {
+        assert_eq!(run_example(example, Some(&input)), rust, "{example}");
+    }
 }
 
 /// A raw order with fields drawn from values that exercise every rule of
@@ -241,7 +252,7 @@ fn generated_orders_give_identical_output_in_every_language() {
 }
 
 #[test]
-fn sales_by_product_in_python_and_javascript_matches_rust() {
+fn sales_by_product_in_every_language_matches_rust() {
     let (want_out, want_dead) = expected("sales-by-product");
     for example in &SALES[1..] {
         let (out, dead) = run_example(example, None);
@@ -322,9 +333,11 @@ fn generated_sales_give_identical_totals_in_every_language() {
     for example in &SALES[1..] {
         let (out, dead) = run_example(example, Some(&input));
         assert_eq!(out, rust_out, "{example}: output differs from Rust's");
-        // The Python operator words some refusals differently from serde
-        // (floats such as `1e-07`, integers below i64); its totals are the same.
-        if *example != "sales-by-product-py" {
+        // The Python and C operators word some refusals differently from
+        // serde (Python: floats such as `1e-07`, integers below i64; C:
+        // integers below i64, and a missing `qty` named before a bad
+        // `price_cents`); their totals are the same.
+        if !["sales-by-product-py", "sales-by-product-c"].contains(example) {
             assert_eq!(
                 dead, rust_dead,
                 "{example}: dead letters differ from Rust's"
@@ -353,6 +366,11 @@ fn javascript_counter_v2_hot_swaps_in_for_rust_v1() {
         String::from_utf8_lossy(&output.stderr)
     );
     hot_swap_rust_v1_for(&dir.join(".weir/operator.wasm"));
+}
+
+#[test]
+fn c_counter_v2_hot_swaps_in_for_rust_v1() {
+    hot_swap_rust_v1_for(&build("counter-v2-c"));
 }
 
 /// Runs the Rust counter-v1 under load, deploys `v2` (a version 2 in another
@@ -396,6 +414,12 @@ fn a_missing_build_tool_is_one_error_with_its_install_command() {
             "WEIR_COMPONENTIZE_JS",
             "npm install --save-dev @bytecodealliance/componentize-js@0.23.0",
         ),
+        (
+            "etl-cleanse-c",
+            "WEIR_CLANG",
+            "apt-get install -y --no-install-recommends clang-14 lld-14 wasi-libc \
+             libclang-rt-14-dev-wasm32",
+        ),
     ] {
         // A copy, so the example's own build is not reused.
         let dir = tempfile::tempdir().unwrap();
@@ -419,7 +443,7 @@ fn a_missing_build_tool_is_one_error_with_its_install_command() {
 }
 
 #[test]
-fn fraud_detection_in_python_and_javascript_matches_rust() {
+fn fraud_detection_in_every_language_matches_rust() {
     let (want_out, want_dead) = expected("fraud-detection");
     for example in &FRAUD[1..] {
         let (out, dead) = run_example(example, None);
@@ -432,7 +456,7 @@ fn fraud_detection_in_python_and_javascript_matches_rust() {
         );
     }
     // On generated transactions (timers firing as the watermark moves) the
-    // Python and JavaScript operators raise exactly the Rust one's alerts.
+    // Python, JavaScript and C operators raise exactly the Rust one's alerts.
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("transactions.jsonl");
     let mut rng = Rng::new(9);
@@ -465,7 +489,9 @@ fn fraud_detection_in_python_and_javascript_matches_rust() {
 
 /// Transactions the Rust operator refuses, field by field, as serde words
 /// it: the JavaScript operator dead-letters the same ones with the same
-/// reasons, and keeps tracking the others.
+/// reasons, and keeps tracking the others. The Python and C operators are
+/// not held to this: both track a transaction without `tx_id` and word a
+/// field of the wrong type without serde's detail (`invalid type`).
 #[test]
 fn fraud_detection_in_javascript_refuses_what_rust_refuses() {
     let dir = tempfile::tempdir().unwrap();
@@ -492,4 +518,60 @@ fn fraud_detection_in_javascript_refuses_what_rust_refuses() {
     );
     assert_eq!(rust.1.lines().count(), 6, "{}", rust.1);
     assert_eq!(run_example("fraud-detection-js", Some(&input)), rust);
+}
+
+#[test]
+fn the_c_sdk_writes_json_values_as_serde_json_does() {
+    // One batch of mixed types, so `v` crosses as a JSON column both ways.
+    let values = [
+        r#""text""#,
+        r#"{"b":[1,2.0,{"z":null,"a":true}],"a":"x","":{}}"#,
+        r#""a\"b\\c\n\t\u0001é\u2028""#,
+        "0.1",
+        "1.5",
+        "-0.0",
+        "1e-7",
+        "1.0e-5",
+        "1e-6",
+        "2.5e-8",
+        "1e15",
+        "1e16",
+        "1e17",
+        "123456789.125",
+        "12345.678e10",
+        "1.7976931348623157e308",
+        "5e-324",
+        "123456789012345678",
+        "-9223372036854775808",
+        "18446744073709551615",
+        "18446744073709551616",
+        "[[],[1.25e-3,-7],{\"k\":[null]}]",
+        "true",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let lines: Vec<String> = values.iter().map(|v| format!(r#"{{"v":{v}}}"#)).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let pipeline = dir.path().join("echo.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[[source]]\ntype = \"jsonl\"\npath = \"{}\"\n\n\
+             [[operator]]\nid = \"echo\"\nproject = \"{}\"\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = \"out.jsonl\"\n",
+            s(&input),
+            s(&repo().join("tests/fixtures/c-json-echo"))
+        ),
+    )
+    .unwrap();
+    run_ok(&["run", s(&pipeline)]);
+    let out = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    let want: Vec<String> = values
+        .iter()
+        .map(|v| {
+            let value: serde_json::Value = serde_json::from_str(v).unwrap();
+            serde_json::json!({ "v": value }).to_string()
+        })
+        .collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), want);
 }

@@ -68,6 +68,13 @@ fn new_javascript_project_runs() {
 }
 
 #[test]
+fn new_c_project_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    // Built with the clang and wasi-libc CI installs from Debian.
+    new_and_run(dir.path(), "clicks-c", "c", &[]);
+}
+
+#[test]
 fn new_rust_project_runs_and_passes_its_test() {
     let dir = tempfile::tempdir().unwrap();
     // The workspace's target folder, so the dependencies are not built again.
