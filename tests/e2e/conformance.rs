@@ -101,10 +101,8 @@ fn etl_cleanse_in_every_language_matches_its_expected_output() {
 /// Values the operator passes through untouched (`order_id` here) keep
 /// what serde_json writes: integers beyond 2^53 with every digit, and floats
 /// in its shortest form with an exponent outside 1e-5 ..< 1e16 (`1e+20`).
-/// The Python operator is not held to this: it writes floats as Python does
-/// (`1.5e-09`, `2.5e30`).
 #[test]
-fn etl_cleanse_in_javascript_and_c_passes_numbers_through_as_rust_does() {
+fn etl_cleanse_in_every_language_passes_numbers_through_as_rust_does() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("orders.jsonl");
     let rest = r#""user_email":"a@b","amount_cents":5,"currency":"eur","country":"de","ts":"2024-03-01T12:00:00Z""#;
@@ -127,7 +125,7 @@ fn etl_cleanse_in_javascript_and_c_passes_numbers_through_as_rust_does() {
         "{}",
         rust.0
     );
-    for example in ["etl-cleanse-js", "etl-cleanse-c"] {
+    for example in ["etl-cleanse-py", "etl-cleanse-js", "etl-cleanse-c"] {
         assert_eq!(run_example(example, Some(&input)), rust, "{example}");
     }
 }

@@ -60,6 +60,20 @@ class FloatJson(unittest.TestCase):
             self.assertEqual(_columns.float_json(x), want, x)
 
 
+class NestedJson(unittest.TestCase):
+    def test_nested_values_are_written_as_serde_json_writes_a_value(self):
+        # Printed by serde_json 1.0.154 from the same document.
+        doc = {"b": [2.0, 1e-5, 1.5e-5, None, True], "a": {"y": 1.5e-9, "x": 1e20}, "c": "é"}
+        self.assertEqual(
+            _columns.to_json(doc),
+            '{"a":{"x":1e+20,"y":1.5e-9},"b":[2.0,0.00001,0.000015,null,true],"c":"é"}',
+        )
+
+    def test_what_json_cannot_hold_is_refused(self):
+        with self.assertRaises(TypeError):
+            _columns.to_json({"a": object()})
+
+
 class Encode(unittest.TestCase):
     def test_one_scalar_type_per_column_else_json(self):
         batch = encode(

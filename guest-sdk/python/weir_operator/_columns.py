@@ -104,8 +104,30 @@ def _scalar_json(v):
         return float_json(v)
     if t is str:
         return json.dumps(v, ensure_ascii=False)
-    # Keys sorted, as serde_json writes a `Value` (the Rust SDK's untyped JSON).
-    return json.dumps(v, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    if v is None:
+        return "null"
+    # Keys sorted, as serde_json writes a `Value` (the Rust SDK's untyped
+    # JSON); written here rather than by `json.dumps`, whose floats are
+    # Python's (`1e-05`), not serde_json's (`0.00001`).
+    if t is dict or isinstance(v, dict):
+        items = sorted(((_key_text(k), x) for k, x in v.items()), key=lambda kx: kx[0])
+        inner = ",".join(f"{json.dumps(k, ensure_ascii=False)}:{_scalar_json(x)}" for k, x in items)
+        return "{" + inner + "}"
+    if t is list or t is tuple or isinstance(v, (list, tuple)):
+        return "[" + ",".join(map(_scalar_json, v)) + "]"
+    for base in (bool, int, float, str):  # subclasses, such as an IntEnum
+        if isinstance(v, base):
+            return _scalar_json(base(v))
+    raise TypeError(f"Object of type {t.__name__} is not JSON serializable")
+
+
+def _key_text(k):
+    """An object key as `json.dumps` turns it into text."""
+    if isinstance(k, str):
+        return k
+    if k is None or isinstance(k, (bool, int, float)):
+        return _scalar_json(k)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(k).__name__}")
 
 
 def _text_values(strings, types):
