@@ -10,14 +10,47 @@
 #define LARGE 500.00
 #define ONE_MINUTE_MS 60000
 
-/* The field's value, or NULL after refusing it as serde would. */
-static weir_value *field(weir_call *c, weir_value *tx, const char *name, bool integer) {
-    weir_value *value = weir_get(tx, name);
+/* The fields of a transaction, in the order Rust's `Transaction` declares
+ * them, with the type each must have: `any` takes any value. */
+static const char *const FIELDS[] = {"tx_id", "account_id", "amount", "ts"};
+static const char *const TYPES[] = {"any", "any", "f64", "i64"};
+
+/* How serde names a value of the wrong type. */
+static const char *unexpected(weir_call *c, weir_value *v) {
+    if (yyjson_mut_is_bool(v)) return yyjson_mut_get_bool(v) ? "boolean `true`" : "boolean `false`";
+    if (yyjson_mut_is_str(v)) return weir_format(c, "string %s", weir_to_json(c, v));
+    if (yyjson_mut_is_arr(v)) return "sequence";
+    if (yyjson_mut_is_real(v)) return weir_format(c, "floating point `%s`", weir_to_json(c, v));
+    return "map";
+}
+
+static bool fits(weir_value *v, const char *type) {
     int64_t i;
-    if (!value) return weir_reject(c, "missing field `%s`", name);
-    if (integer ? !weir_as_i64(value, &i) : !yyjson_mut_is_num(value))
-        return weir_reject(c, "field `%s`: invalid type", name);
-    return value;
+    if (type[0] == 'a') return true;
+    if (type[0] == 'i') return weir_as_i64(v, &i);
+    return yyjson_mut_is_num(v);
+}
+
+/* Whether the transaction reads as Rust's `Transaction`; refuses it as serde
+ * does otherwise: the first field present with the wrong type, else the
+ * first missing one. */
+static bool read(weir_call *c, weir_value *tx) {
+    size_t n = sizeof FIELDS / sizeof FIELDS[0];
+    for (size_t i = 0; i < n; i++) {
+        weir_value *v = weir_get(tx, FIELDS[i]);
+        if (v && !fits(v, TYPES[i])) {
+            weir_reject(c, "field `%s`: invalid type: %s, expected %s", FIELDS[i],
+                        unexpected(c, v), TYPES[i]);
+            return false;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!weir_get(tx, FIELDS[i])) {
+            weir_reject(c, "missing field `%s`", FIELDS[i]);
+            return false;
+        }
+    }
+    return true;
 }
 
 /* A minute after a small transaction, it no longer flags the account. */
@@ -28,14 +61,11 @@ static void forget(weir_call *c, weir_time_domain domain, int64_t time) {
 }
 
 static void detect(weir_call *c, weir_value *tx) {
-    weir_value *amount_value = field(c, tx, "amount", false);
-    if (!amount_value) return;
-    weir_value *ts_value = field(c, tx, "ts", true);
-    if (!ts_value) return;
+    if (!read(c, tx)) return;
     double amount;
     int64_t ts, small_ts = 0;
-    weir_as_f64(amount_value, &amount);
-    weir_as_i64(ts_value, &ts);
+    weir_as_f64(weir_get(tx, "amount"), &amount);
+    weir_as_i64(weir_get(tx, "ts"), &ts);
     weir_value *small = weir_state(c);
     if (small) {
         weir_as_i64(weir_get(small, "ts"), &small_ts);

@@ -4,21 +4,49 @@ transaction under 1.00 is immediately followed by one over 500.00 less than
 a minute later (event time). The small transaction is remembered in keyed
 state, and an event-time timer forgets it once the minute has passed."""
 
-from weir_operator import Reject, keyed
+from weir_operator import Reject, keyed, to_json
 
 SMALL = 1.00
 LARGE = 500.00
 ONE_MINUTE_MS = 60_000
 
 
-def number(tx, field, kinds):
-    """The field's value, refused as serde would refuse it."""
-    value = tx.get(field)
-    if value is None:
-        raise Reject(f"missing field `{field}`")
-    if type(value) not in kinds:
-        raise Reject(f"field `{field}`: invalid type")
-    return value
+# The fields of a transaction, in the order Rust's `Transaction` declares
+# them, with the type each must have: `any` takes any value.
+FIELDS = (("tx_id", "any"), ("account_id", "any"), ("amount", "f64"), ("ts", "i64"))
+
+
+def unexpected(value):
+    """How serde names a value of the wrong type."""
+    if type(value) is bool:
+        return f"boolean `{to_json(value)}`"
+    if type(value) is str:
+        return f"string {to_json(value)}"
+    if type(value) is list:
+        return "sequence"
+    if type(value) is float:
+        return f"floating point `{to_json(value)}`"
+    return "map"
+
+
+def fits(value, expected):
+    integer = type(value) is int
+    if expected == "i64":
+        return integer
+    return expected == "any" or integer or type(value) is float
+
+
+def read(tx):
+    """Refuses a transaction as serde refuses it when it is not Rust's
+    `Transaction`: the first field present with the wrong type, else the
+    first missing one."""
+    for name, expected in FIELDS:
+        value = tx.get(name)
+        if value is not None and not fits(value, expected):
+            raise Reject(f"field `{name}`: invalid type: {unexpected(value)}, expected {expected}")
+    for name, _ in FIELDS:
+        if tx.get(name) is None:
+            raise Reject(f"missing field `{name}`")
 
 
 def forget(ctx):
@@ -28,8 +56,9 @@ def forget(ctx):
 
 @keyed(on_timer=forget)
 def detect(tx, ctx):
-    amount = number(tx, "amount", (int, float))
-    ts = number(tx, "ts", (int,))
+    read(tx)
+    amount = tx["amount"]
+    ts = tx["ts"]
     alerts = []
     small = ctx.state
     if small is not None:
