@@ -16,11 +16,11 @@ static const char *unexpected(weir_call *c, weir_value *value) {
     return "map";
 }
 
-/* Field `field` as an i64 at `*out`; false after rejecting the order. */
+/* Field `field` as an i64 at `*out`; false after rejecting the order when
+ * it is present with another type. An absent field is left to `read`. */
 static bool i64_field(weir_call *c, weir_value *order, const char *field, int64_t *out) {
     weir_value *value = weir_get(order, field);
-    if (!value) return weir_reject(c, "missing field `%s`", field), false;
-    if (weir_as_i64(value, out)) return true;
+    if (!value || weir_as_i64(value, out)) return true;
     if (yyjson_mut_is_uint(value))
         return weir_reject(c, "field `%s`: invalid value: integer `%llu`, expected i64", field,
                            (unsigned long long)yyjson_mut_get_uint(value)),
@@ -30,9 +30,19 @@ static bool i64_field(weir_call *c, weir_value *order, const char *field, int64_
            false;
 }
 
+/* `qty` and `price_cents`, refused as serde refuses the record: the first
+ * field present with the wrong type, else the first missing one. */
+static bool read(weir_call *c, weir_value *order, int64_t *qty, int64_t *price) {
+    if (!i64_field(c, order, "qty", qty) || !i64_field(c, order, "price_cents", price))
+        return false;
+    if (!weir_get(order, "qty")) return weir_reject(c, "missing field `qty`"), false;
+    if (!weir_get(order, "price_cents")) return weir_reject(c, "missing field `price_cents`"), false;
+    return true;
+}
+
 static void sales(weir_call *c, weir_value *order) {
     int64_t qty, price, units = 0, revenue_cents = 0, revenue;
-    if (!i64_field(c, order, "qty", &qty) || !i64_field(c, order, "price_cents", &price)) return;
+    if (!read(c, order, &qty, &price)) return;
     weir_value *totals = weir_state(c);
     if (totals) {
         weir_as_i64(weir_get(totals, "units"), &units);
