@@ -567,3 +567,392 @@ fn the_c_sdk_writes_json_values_as_serde_json_does() {
         .collect();
     assert_eq!(out.lines().collect::<Vec<_>>(), want);
 }
+
+/// The languages of the vocabulary fixtures (`tests/fixtures/vocab/<operator>/<language>`).
+const VOCAB: [&str; 4] = ["rust", "py", "js", "c"];
+
+/// What the two vocabulary pipelines wrote: the `keep` (filter) then `tags`
+/// (flat-map) pipeline's output and dead letters, and the keyed `visits`
+/// pipeline's main output, `frequent` side output and dead letters.
+#[derive(Debug, PartialEq)]
+struct VocabRun {
+    tags: String,
+    tags_dead: String,
+    visits: String,
+    frequent: String,
+    visits_dead: String,
+}
+
+/// The `[[operator]]` table of fixture `operator` in `language`.
+fn vocab_operator(operator: &str, language: &str) -> String {
+    let dir = repo()
+        .join("tests/fixtures/vocab")
+        .join(operator)
+        .join(language);
+    let field = if language == "rust" {
+        "crate"
+    } else {
+        "project"
+    };
+    format!(
+        "[[operator]]\nid = \"{operator}\"\n{field} = \"{}\"\n",
+        s(&dir)
+    )
+}
+
+/// Runs the pipeline file `pipeline` and returns the text of each of
+/// `files` (empty when the pipeline wrote none).
+fn run_pipeline(pipeline: &Path, files: &[&Path]) -> Vec<String> {
+    let output = weir()
+        .args(["run", s(pipeline)])
+        .current_dir(repo())
+        .env("WEIR_COMPONENTIZE_JS", componentize_js())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "weir run {} failed:\n{}",
+        pipeline.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    files
+        .iter()
+        .map(|file| std::fs::read_to_string(file).unwrap_or_default())
+        .collect()
+}
+
+/// Runs the `language` fixtures over `posts` and `visits`, with `visits` on
+/// `parallelism` workers.
+fn run_vocab(language: &str, posts: &Path, visits: &Path, parallelism: u32) -> VocabRun {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name);
+    let tags_pipeline = file("tags.toml");
+    std::fs::write(
+        &tags_pipeline,
+        format!(
+            "[[source]]\nname = \"posts\"\ntype = \"jsonl\"\npath = \"{}\"\n\n{}\n{}\n\
+             [[sink]]\ntype = \"jsonl\"\npath = \"{}\"\n\n[dead_letter]\npath = \"{}\"\n",
+            s(posts),
+            vocab_operator("keep", language),
+            vocab_operator("tags", language),
+            s(&file("tags.jsonl")),
+            s(&file("tags-dead.jsonl")),
+        ),
+    )
+    .unwrap();
+    let visits_pipeline = file("visits.toml");
+    std::fs::write(
+        &visits_pipeline,
+        format!(
+            "[[source]]\nname = \"visits\"\ntype = \"jsonl\"\npath = \"{}\"\n\n{}\
+             key_by = \"user\"\nparallelism = {parallelism}\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = \"{}\"\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = \"{}\"\nfrom = \"visits.frequent\"\n\n\
+             [dead_letter]\npath = \"{}\"\n",
+            s(visits),
+            vocab_operator("visits", language),
+            s(&file("visits.jsonl")),
+            s(&file("frequent.jsonl")),
+            s(&file("visits-dead.jsonl")),
+        ),
+    )
+    .unwrap();
+    let [tags, tags_dead] = <[String; 2]>::try_from(run_pipeline(
+        &tags_pipeline,
+        &[&file("tags.jsonl"), &file("tags-dead.jsonl")],
+    ))
+    .unwrap();
+    let [visits, frequent, visits_dead] = <[String; 3]>::try_from(run_pipeline(
+        &visits_pipeline,
+        &[
+            &file("visits.jsonl"),
+            &file("frequent.jsonl"),
+            &file("visits-dead.jsonl"),
+        ],
+    ))
+    .unwrap();
+    VocabRun {
+        tags,
+        tags_dead,
+        visits,
+        frequent,
+        visits_dead,
+    }
+}
+
+/// The lines of a `visits` output grouped by user, in order within a user:
+/// what parallel workers keep (per-key order) whatever their interleaving.
+fn per_user(text: &str) -> std::collections::BTreeMap<String, Vec<&str>> {
+    let mut users = std::collections::BTreeMap::<String, Vec<&str>>::new();
+    for line in text.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        users
+            .entry(record["user"].to_string())
+            .or_default()
+            .push(line);
+    }
+    users
+}
+
+fn sorted_lines(text: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    lines
+}
+
+/// Asserts `got == want`, naming the first line that differs rather than
+/// printing thousands of them.
+fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T], what: &str) {
+    if let Some(at) = (0..got.len().min(want.len())).find(|&i| got[i] != want[i]) {
+        panic!("{what}: line {at} is {:?}, not {:?}", got[at], want[at]);
+    }
+    assert_eq!(got.len(), want.len(), "{what}: number of lines");
+}
+
+/// Asserts that `run` holds what the single-worker Rust `want` holds:
+/// output lines in the same order (with `visits` on several workers, each
+/// user's in the same order), and the same dead letters. Dead letters are
+/// compared as sets of lines: each names its input line, and the order in
+/// which the host interleaves those of two operators, or its own (a missing
+/// key field) with an operator's, depends on timing.
+fn assert_same_as(run: &VocabRun, want: &VocabRun, parallel: bool, what: &str) {
+    let lines = |text: &str| text.lines().map(str::to_owned).collect::<Vec<_>>();
+    assert_same(
+        &lines(&run.tags),
+        &lines(&want.tags),
+        &format!("{what}: tags"),
+    );
+    for (got, want, name) in [
+        (&run.visits, &want.visits, "visits"),
+        (&run.frequent, &want.frequent, "frequent"),
+    ] {
+        if parallel {
+            let (got, want) = (per_user(got), per_user(want));
+            assert_eq!(
+                got.keys().collect::<Vec<_>>(),
+                want.keys().collect::<Vec<_>>(),
+                "{what}: {name}: users"
+            );
+            for (user, lines) in &want {
+                assert_same(&got[user], lines, &format!("{what}: {name} of {user}"));
+            }
+        } else {
+            assert_same(&lines(got), &lines(want), &format!("{what}: {name}"));
+        }
+    }
+    for (got, want, name) in [
+        (&run.tags_dead, &want.tags_dead, "tags dead letters"),
+        (&run.visits_dead, &want.visits_dead, "visits dead letters"),
+    ] {
+        assert_same(
+            &sorted_lines(got),
+            &sorted_lines(want),
+            &format!("{what}: {name}"),
+        );
+    }
+}
+
+/// A post for `keep` then `tags`: ids of every type, tags in and out of
+/// ASCII (only ASCII letters are lower-cased), empty ones, and posts that
+/// are drafts, have a `draft` of the wrong type or no list of text tags.
+fn random_post(rng: &mut Rng) -> String {
+    const IDS: &[&str] = &[
+        "1",
+        r#""p-7""#,
+        "null",
+        r#"{"z":[1,2.5],"a":"x"}"#,
+        "9007199254740993",
+        "2.5",
+        "true",
+    ];
+    const TAGS: &[&str] = &[
+        r#""Rust""#,
+        r#""wasm""#,
+        r#""""#,
+        r#""ÉtÉ Σ İ""#,
+        r#""MiXeD-Case_9""#,
+        r#""\u0000A\"B\\""#,
+        r#""ZED""#,
+        r#""ß""#,
+    ];
+    const ODD_TAGS: &[&str] = &["7", "null", r#"["x"]"#, "true", r#"{"t":"A"}"#];
+    const DRAFTS: &[&str] = &["true", "false", "null", r#""yes""#, "1"];
+    let mut fields = Vec::new();
+    if rng.below(10) != 0 {
+        fields.push(format!(r#""id":{}"#, rng.pick(IDS)));
+    }
+    match rng.below(20) {
+        0 => {}
+        1 => fields.push(r#""tags":"Rust""#.to_owned()),
+        2 => fields.push(r#""tags":null"#.to_owned()),
+        3 => fields.push(r#""tags":{"a":"B"}"#.to_owned()),
+        n => {
+            let mut tags: Vec<&str> = (0..rng.below(5)).map(|_| *rng.pick(TAGS)).collect();
+            if n == 4 && !tags.is_empty() {
+                let at = rng.below(tags.len() as u64) as usize;
+                tags[at] = rng.pick(ODD_TAGS);
+            }
+            fields.push(format!(r#""tags":[{}]"#, tags.join(",")));
+        }
+    }
+    if rng.below(4) == 0 {
+        fields.push(format!(r#""draft":{}"#, rng.pick(DRAFTS)));
+    }
+    if rng.below(5) == 0 {
+        fields.push(r#""extra":{"k":[1,"two"]}"#.to_owned());
+    }
+    // Field order varies too.
+    if rng.below(2) == 0 {
+        fields.reverse();
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
+/// A page visit for `visits`: a few users (one of them a number, so keys
+/// are not all text) over a few pages, so pages reach their third visit
+/// often; some visits have no page or one that is not text.
+fn random_visit(rng: &mut Rng) -> String {
+    const USERS: &[&str] = &[r#""ann""#, r#""bob""#, r#""cy""#, r#""dee""#, "7"];
+    const PAGES: &[&str] = &[
+        r#""/""#,
+        r#""/a""#,
+        r#""/b""#,
+        r#""/c""#,
+        r#""/é\"q""#,
+        r#""""#,
+    ];
+    const ODD_PAGES: &[&str] = &["5", "null", r#"["/a"]"#, "false"];
+    let user = rng.pick(USERS);
+    match rng.below(40) {
+        0 => format!(r#"{{"user":{user}}}"#),
+        1 => format!(r#"{{"user":{user},"page":{}}}"#, rng.pick(ODD_PAGES)),
+        2 => format!(r#"{{"page":{}}}"#, rng.pick(PAGES)),
+        _ => format!(r#"{{"user":{user},"page":{}}}"#, rng.pick(PAGES)),
+    }
+}
+
+/// Filter, flat-map, map state (get, set, remove, entries) and a named side
+/// output, through a real component of each SDK: the Python, JavaScript and
+/// C operators write byte for byte the output and dead letters of the Rust
+/// ones, on a small input whose Rust result is spelled out here and on
+/// generated ones, with `visits` on one worker and on two.
+#[test]
+fn filter_flat_map_map_state_and_side_outputs_match_rust_in_every_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let (posts, visits) = (
+        dir.path().join("posts.jsonl"),
+        dir.path().join("visits.jsonl"),
+    );
+    std::fs::write(
+        &posts,
+        r#"{"id":1,"tags":["Rust","WASM",""]}
+{"id":"b","tags":[],"draft":false}
+{"id":3,"tags":["x"],"draft":true}
+{"id":4,"tags":"rust"}
+{"id":5}
+{"id":6,"tags":["Ok",7]}
+{"id":7,"tags":["A"],"draft":"no"}
+{"id":8,"tags":["ÉtÉ","MiXed"],"draft":false,"extra":{"k":1}}
+{"id":null,"tags":["Zed"]}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        &visits,
+        r#"{"user":"ann","page":"/a"}
+{"user":"bob","page":"/a"}
+{"user":"ann","page":"/b"}
+{"user":"ann","page":"/a"}
+{"user":"ann","page":"/a"}
+{"user":"ann","page":7}
+{"user":"ann","page":"/a"}
+{"user":"bob"}
+{"page":"/a"}
+"#,
+    )
+    .unwrap();
+    let rust = run_vocab("rust", &posts, &visits, 1);
+    assert_eq!(
+        rust.tags,
+        "{\"id\":1,\"tag\":\"rust\"}\n\
+         {\"id\":1,\"tag\":\"wasm\"}\n\
+         {\"id\":8,\"tag\":\"ÉtÉ\"}\n\
+         {\"id\":8,\"tag\":\"mixed\"}\n\
+         {\"tag\":\"zed\"}\n"
+    );
+    // Sorted by input line: the host may interleave two operators' dead letters.
+    let reasons = |dead: &str| -> Vec<(i64, String, String)> {
+        let mut reasons: Vec<_> = dead
+            .lines()
+            .map(|line| {
+                let d: serde_json::Value = serde_json::from_str(line).unwrap();
+                (
+                    d["line"].as_i64().unwrap(),
+                    d["operator"].as_str().unwrap().to_owned(),
+                    d["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        reasons.sort();
+        reasons
+    };
+    let not_a_list = "`tags` must be a list of strings";
+    assert_eq!(
+        reasons(&rust.tags_dead),
+        [
+            (4, "tags", not_a_list),
+            (5, "tags", not_a_list),
+            (6, "tags", not_a_list),
+            (7, "keep", "`draft` must be true or false"),
+        ]
+        .map(|(line, op, reason)| (line, op.to_owned(), reason.to_owned()))
+    );
+    assert_eq!(
+        rust.visits,
+        "{\"user\":\"ann\",\"page\":\"/a\",\"visits\":1,\"distinct\":1,\"total\":1}\n\
+         {\"user\":\"bob\",\"page\":\"/a\",\"visits\":1,\"distinct\":1,\"total\":1}\n\
+         {\"user\":\"ann\",\"page\":\"/b\",\"visits\":1,\"distinct\":2,\"total\":2}\n\
+         {\"user\":\"ann\",\"page\":\"/a\",\"visits\":2,\"distinct\":2,\"total\":3}\n\
+         {\"user\":\"ann\",\"page\":\"/a\",\"visits\":3,\"distinct\":2,\"total\":4}\n\
+         {\"user\":\"ann\",\"page\":\"/a\",\"visits\":1,\"distinct\":2,\"total\":2}\n"
+    );
+    assert_eq!(rust.frequent, "{\"user\":\"ann\",\"page\":\"/a\"}\n");
+    assert_eq!(
+        reasons(&rust.visits_dead),
+        [
+            (6, "visits", "`page` must be a string"),
+            (8, "visits", "`page` must be a string"),
+            (9, "visits", "missing key field `user`"),
+        ]
+        .map(|(line, op, reason)| (line, op.to_owned(), reason.to_owned()))
+    );
+    for language in &VOCAB[1..] {
+        let run = run_vocab(language, &posts, &visits, 1);
+        assert_same_as(&run, &rust, false, &format!("{language}, small input"));
+    }
+
+    let mut rng = Rng::new(21);
+    let lines: Vec<String> = (0..3000).map(|_| random_post(&mut rng)).collect();
+    std::fs::write(&posts, lines.join("\n") + "\n").unwrap();
+    let lines: Vec<String> = (0..3000).map(|_| random_visit(&mut rng)).collect();
+    std::fs::write(&visits, lines.join("\n") + "\n").unwrap();
+    let rust = run_vocab("rust", &posts, &visits, 1);
+    // The generated input reaches every rule of the operators.
+    let dead_by =
+        |dead: &str, reason: &str| reasons(dead).iter().filter(|(_, _, r)| r == reason).count();
+    assert!(rust.tags.lines().count() > 2000, "{}", rust.tags);
+    assert!(dead_by(&rust.tags_dead, "`draft` must be true or false") > 50);
+    assert!(dead_by(&rust.tags_dead, not_a_list) > 200);
+    assert!(rust.tags.contains(r#""tag":"\u0000a\"b\\""#));
+    assert!(rust.frequent.lines().count() > 300, "{}", rust.frequent);
+    assert!(rust.visits.contains(r#""user":7,"#));
+    assert!(dead_by(&rust.visits_dead, "`page` must be a string") > 50);
+    let parallel = run_vocab("rust", &posts, &visits, 2);
+    assert_same_as(&parallel, &rust, true, "rust, 2 workers");
+    for language in &VOCAB[1..] {
+        let run = run_vocab(language, &posts, &visits, 1);
+        assert_same_as(&run, &rust, false, language);
+        let parallel = run_vocab(language, &posts, &visits, 2);
+        assert_same_as(&parallel, &rust, true, &format!("{language}, 2 workers"));
+    }
+}
