@@ -377,7 +377,9 @@ function column(name, values) {
   const set = n - nulls;
   const only = (count) => count > 0 && count === set;
   let out;
-  if (only(numbers + bigints) && (bigints === 0 || floats === 0)) {
+  // Integers and floats together make a JSON column, as in the Rust SDK, so
+  // an integer stays an integer (`1`, not `1.0`) whatever else its batch holds.
+  if (only(numbers + bigints) && (floats === 0 || floats === numbers + bigints)) {
     if (floats > 0) {
       const a = new Float64Array(n);
       for (let i = 0; i < n; i++) {
