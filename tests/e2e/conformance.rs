@@ -239,14 +239,7 @@ fn generated_orders_give_identical_output_in_every_language() {
     let dead = rust_dead.lines().count();
     assert!(kept > 500 && dead > 300, "kept {kept}, dead {dead}");
     assert!(kept + dead < lines.len(), "no order was dropped");
-    for example in &ETL[1..] {
-        let (out, dead) = run_example(example, Some(&input));
-        assert_eq!(out, rust_out, "{example}: output differs from Rust's");
-        assert_eq!(
-            dead, rust_dead,
-            "{example}: dead letters differ from Rust's"
-        );
-    }
+    assert_twins_match_rust(&ETL[1..], &input, &rust_out, &rust_dead);
 }
 
 #[test]
@@ -328,8 +321,13 @@ fn generated_sales_give_identical_totals_and_refusals_in_every_language() {
         "a total no float holds exactly"
     );
     assert!(rust_dead.contains("the totals overflow a 64-bit integer"));
-    for example in &SALES[1..] {
-        let (out, dead) = run_example(example, Some(&input));
+    assert_twins_match_rust(&SALES[1..], &input, &rust_out, &rust_dead);
+}
+
+/// Each twin's output and dead letters on `input` are Rust's, byte for byte.
+fn assert_twins_match_rust(twins: &[&str], input: &Path, rust_out: &str, rust_dead: &str) {
+    for example in twins {
+        let (out, dead) = run_example(example, Some(input));
         assert_eq!(out, rust_out, "{example}: output differs from Rust's");
         assert_eq!(
             dead, rust_dead,
