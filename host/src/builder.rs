@@ -215,6 +215,16 @@ const JS_SDK: [(&str, &str); 1] = [(
 /// Where a Python or JavaScript build writes its files, inside the project.
 pub const BUILD_DIR: &str = ".weir";
 
+/// The WIT files `weir` carries, then `sdk`: what a Python or JavaScript
+/// build writes into its build folder before the project's own sources.
+fn wit_files_and(sdk: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    WIT_FILES
+        .iter()
+        .map(|(name, text)| (wit_name(name).to_owned(), (*text).to_owned()))
+        .chain(sdk)
+        .collect()
+}
+
 fn build_python(dir: &Path) -> Result<PathBuf> {
     if !dir.join("app.py").is_file() {
         bail!(
@@ -222,11 +232,7 @@ fn build_python(dir: &Path) -> Result<PathBuf> {
             dir.display()
         );
     }
-    let mut files: Vec<(String, String)> = WIT_FILES
-        .iter()
-        .map(|(name, text)| (wit_name(name).to_owned(), (*text).to_owned()))
-        .collect();
-    files.extend(
+    let mut files = wit_files_and(
         PYTHON_SDK
             .iter()
             .map(|(n, t)| (format!("py/{n}"), (*t).to_owned())),
@@ -295,11 +301,7 @@ fn build_js(dir: &Path) -> Result<PathBuf> {
             dir.display()
         );
     }
-    let mut files: Vec<(String, String)> = WIT_FILES
-        .iter()
-        .map(|(name, text)| (wit_name(name).to_owned(), (*text).to_owned()))
-        .collect();
-    files.extend(
+    let mut files = wit_files_and(
         JS_SDK
             .iter()
             .map(|(n, t)| ((*n).to_owned(), (*t).to_owned())),
