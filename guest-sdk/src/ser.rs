@@ -74,23 +74,45 @@ impl BatchBuilder {
     /// The column for field `name` of the current row; `cursor` is the
     /// position the next field most likely has (records of one type list
     /// their fields in the same order).
-    fn column(&mut self, name: &str, cursor: &mut usize) -> Result<&mut ColumnBuilder, Error> {
+    #[inline]
+    fn column(
+        &mut self,
+        name: FieldName<'_>,
+        cursor: &mut usize,
+    ) -> Result<&mut ColumnBuilder, Error> {
         let index = match self.columns.get(*cursor) {
-            Some(c) if c.name == name => *cursor,
-            _ => match self.columns.iter().position(|c| c.name == name) {
-                Some(i) => i,
-                None => {
-                    self.columns.push(ColumnBuilder::new(name, self.rows));
-                    self.columns.len() - 1
-                }
-            },
+            Some(c) if c.is_named(name) => *cursor,
+            _ => self.find_or_add(name),
         };
         *cursor = index + 1;
+        let rows = self.rows;
         let column = &mut self.columns[index];
-        if column.len > self.rows {
-            return Err(Error::new(format!("field `{name}` is written twice")));
+        if column.len > rows {
+            return Err(Error::new(format!(
+                "field `{}` is written twice",
+                name.as_str()
+            )));
         }
         Ok(column)
+    }
+
+    /// The index of the column for `name`, added if it is new (the first
+    /// records of a batch, or fields out of their usual order).
+    #[cold]
+    #[inline(never)]
+    fn find_or_add(&mut self, name: FieldName<'_>) -> usize {
+        let index = match self.columns.iter().position(|c| c.is_named(name)) {
+            Some(i) => i,
+            None => {
+                self.columns
+                    .push(ColumnBuilder::new(name.as_str(), self.rows));
+                self.columns.len() - 1
+            }
+        };
+        if let FieldName::Static(name) = name {
+            self.columns[index].static_name = name.as_ptr() as usize;
+        }
+        index
     }
 }
 
@@ -137,8 +159,29 @@ enum Scalar<'a> {
     Text(&'a str),
 }
 
+/// A field's name: a struct's (`&'static str`, which can be recognised by its
+/// address) or a map's key.
+#[derive(Clone, Copy)]
+enum FieldName<'a> {
+    Static(&'static str),
+    Key(&'a str),
+}
+
+impl FieldName<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            FieldName::Static(s) => s,
+            FieldName::Key(s) => s,
+        }
+    }
+}
+
 struct ColumnBuilder {
     name: String,
+    /// The address of a struct field name equal to `name`, so that the next
+    /// record of the same type finds its column without comparing strings
+    /// (Wasm's `memcmp` goes byte by byte); 0 until one is seen.
+    static_name: usize,
     data: Data,
     /// Validity bits, one per row; only materialised once a null appears.
     validity: Option<Vec<u8>>,
@@ -149,6 +192,7 @@ impl ColumnBuilder {
     fn new(name: &str, nulls_before: usize) -> Self {
         let mut column = Self {
             name: name.to_owned(),
+            static_name: 0,
             data: Data::Unset,
             validity: None,
             len: 0,
@@ -159,7 +203,25 @@ impl ColumnBuilder {
         column
     }
 
+    /// Whether this is the column of field `name`. A `&'static str` at a
+    /// given address always holds the same text, so an address match is
+    /// enough; map keys are compared by content.
+    #[inline]
+    fn is_named(&self, name: FieldName<'_>) -> bool {
+        match name {
+            FieldName::Static(s) if s.as_ptr() as usize == self.static_name => {
+                s.len() == self.name.len()
+            }
+            _ => self.name == name.as_str(),
+        }
+    }
+
+    #[inline]
     fn set_valid(&mut self, valid: bool) {
+        if valid && self.validity.is_none() {
+            self.len += 1;
+            return;
+        }
         let row = self.len;
         if !valid && self.validity.is_none() {
             let mut bits = vec![0xffu8; row.div_ceil(8).max(1)];
@@ -195,6 +257,7 @@ impl ColumnBuilder {
         self.set_valid(false);
     }
 
+    #[inline]
     fn push(&mut self, value: Scalar<'_>) {
         if let Scalar::Null = value {
             return self.push_null();
@@ -326,8 +389,13 @@ struct RowSerializer<'b> {
 }
 
 impl RowSerializer<'_> {
-    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), Error> {
-        let column = self.builder.column(key, &mut self.cursor)?;
+    fn field<T: Serialize + ?Sized>(
+        &mut self,
+        name: FieldName<'_>,
+        value: &T,
+    ) -> Result<(), Error> {
+        let key = name.as_str();
+        let column = self.builder.column(name, &mut self.cursor)?;
         match value.serialize(CellSerializer {
             column: &mut *column,
         }) {
@@ -454,7 +522,7 @@ impl SerializeStruct for RowSerializer<'_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        self.field(key, value)
+        self.field(FieldName::Static(key), value)
     }
     fn end(self) -> Result<(), Error> {
         Ok(())
@@ -477,7 +545,7 @@ impl SerializeMap for RowSerializer<'_> {
             .pending_key
             .take()
             .ok_or_else(|| Error::new("map value without a key"))?;
-        self.field(&key, value)
+        self.field(FieldName::Key(&key), value)
     }
     fn end(self) -> Result<(), Error> {
         Ok(())
