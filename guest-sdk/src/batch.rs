@@ -1,14 +1,44 @@
 //! Read access to an input batch, row by row, without copying its columns.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use crate::abi::types::{Batch, Column, TextValues, Values};
 use crate::de::RowDeserializer;
 use crate::error::Error;
 
-/// Column indices for a struct's fields, keyed by the field list's address.
-type FieldMap = Option<(usize, Rc<[Option<usize>]>)>;
+/// How the fields of one struct type map to a batch's columns.
+pub(crate) struct FieldPlan {
+    /// The address of serde's `&'static [&'static str]` field list.
+    key: usize,
+    /// The column index of each field name.
+    pub(crate) columns: Box<[Option<usize>]>,
+    /// Whether rows may still be read by position (see `de::by_position`):
+    /// every field has a column and no reason to stop has been seen.
+    pub(crate) by_position: Cell<bool>,
+    failures: Cell<u32>,
+}
+
+impl FieldPlan {
+    /// Whether every field's value in `row` is non-null.
+    #[inline]
+    pub(crate) fn all_valid(&self, view: &BatchView<'_>, row: usize) -> bool {
+        self.columns
+            .iter()
+            .all(|c| c.is_some_and(|c| is_valid(view.column(c), row)))
+    }
+
+    /// Counts a record that could not be read by position; after a few,
+    /// the rest of the batch is read by name straight away (a type that
+    /// cannot be read as a sequence, or a batch of bad records).
+    pub(crate) fn note_failure(&self) {
+        let failures = self.failures.get() + 1;
+        self.failures.set(failures);
+        if failures >= 8 {
+            self.by_position.set(false);
+        }
+    }
+}
 
 /// An input batch with the lookups that turn its rows into typed records.
 pub struct BatchView<'a> {
@@ -20,7 +50,7 @@ pub struct BatchView<'a> {
     /// keyed by the address of serde's `&'static [&'static str]` field list:
     /// every row of one batch asks for the same fields, so the name lookup is
     /// done once per batch, not once per record.
-    field_map: RefCell<FieldMap>,
+    field_map: RefCell<Option<Rc<FieldPlan>>>,
 }
 
 impl<'a> BatchView<'a> {
@@ -53,27 +83,47 @@ impl<'a> BatchView<'a> {
 
     /// Deserializes record `row` into `T`.
     ///
+    /// A struct is first read by position, the fast way, and read again by
+    /// name when that fails: the two agree whenever the first succeeds.
+    ///
     /// # Errors
     /// When the record does not match `T`: a missing field, a wrong type.
     pub fn record<T: serde::Deserialize<'a>>(&self, row: usize) -> Result<T, Error> {
-        T::deserialize(RowDeserializer { view: self, row })
+        if let Ok(record) = T::deserialize(RowDeserializer {
+            view: self,
+            row,
+            by_position: true,
+        }) {
+            return Ok(record);
+        }
+        T::deserialize(RowDeserializer {
+            view: self,
+            row,
+            by_position: false,
+        })
     }
 
-    /// The column index of each of `fields`, cached per field list.
-    pub(crate) fn columns_for(&self, fields: &'static [&'static str]) -> Rc<[Option<usize>]> {
+    /// The column of each of `fields`, worked out once per field list.
+    pub(crate) fn plan_for(&self, fields: &'static [&'static str]) -> Rc<FieldPlan> {
         let key = fields.as_ptr() as usize;
         let mut cache = self.field_map.borrow_mut();
-        if let Some((cached, indices)) = cache.as_ref()
-            && *cached == key
+        if let Some(plan) = cache.as_ref()
+            && plan.key == key
         {
-            return Rc::clone(indices);
+            return Rc::clone(plan);
         }
-        let indices: Rc<[Option<usize>]> = fields
+        let columns: Box<[Option<usize>]> = fields
             .iter()
             .map(|f| self.batch.columns.iter().position(|c| c.name == *f))
             .collect();
-        *cache = Some((key, Rc::clone(&indices)));
-        indices
+        let plan = Rc::new(FieldPlan {
+            key,
+            by_position: Cell::new(columns.iter().all(Option::is_some)),
+            columns,
+            failures: Cell::new(0),
+        });
+        *cache = Some(Rc::clone(&plan));
+        plan
     }
 
     pub(crate) fn column(&self, index: usize) -> &'a Column {

@@ -5,18 +5,23 @@
 //! "missing field". Text values are lent, not copied: `&str` fields borrow
 //! straight from the batch.
 
-use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
+use serde::de::value::BorrowedStrDeserializer;
+use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::forward_to_deserialize_any;
 use std::rc::Rc;
 
 use crate::abi::types::{Column, Values};
-use crate::batch::{BatchView, is_valid, text_in};
+use crate::batch::{BatchView, FieldPlan, is_valid, text_in};
 use crate::error::Error;
 
 /// One record of a batch.
 pub(crate) struct RowDeserializer<'v, 'a> {
     pub(crate) view: &'v BatchView<'a>,
     pub(crate) row: usize,
+    /// Read a struct's fields by position instead of by name (see
+    /// [`BatchView::record`]); fails, to be retried by name, whenever the
+    /// two could differ.
+    pub(crate) by_position: bool,
 }
 
 impl<'de> de::Deserializer<'de> for RowDeserializer<'_, 'de> {
@@ -38,13 +43,16 @@ impl<'de> de::Deserializer<'de> for RowDeserializer<'_, 'de> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Error> {
-        let indices = self.view.columns_for(fields);
+        let plan = self.view.plan_for(fields);
+        if self.by_position {
+            return by_position(self.view, self.row, &plan, visitor);
+        }
         visitor.visit_map(RowAccess {
             view: self.view,
             row: self.row,
             fields: Fields::Named {
                 names: fields,
-                indices,
+                indices: plan,
                 next: 0,
             },
             current: None,
@@ -58,11 +66,73 @@ impl<'de> de::Deserializer<'de> for RowDeserializer<'_, 'de> {
     }
 }
 
+/// Reads a struct as the sequence of its fields' values, which skips serde's
+/// per-field name matching. Only when every field has a non-null value, and
+/// only while the struct's field list turns out to be one name per field
+/// (aliases add names); any error means "read it by name", which also gives
+/// the error its usual wording.
+fn by_position<'de, V: Visitor<'de>>(
+    view: &BatchView<'de>,
+    row: usize,
+    plan: &FieldPlan,
+    visitor: V,
+) -> Result<V::Value, Error> {
+    if !plan.by_position.get() || !plan.all_valid(view, row) {
+        return Err(Error::retry());
+    }
+    let mut seq = RowSeq {
+        view,
+        row,
+        plan,
+        next: 0,
+    };
+    match visitor.visit_seq(&mut seq) {
+        Ok(value) if seq.next == plan.columns.len() => Ok(value),
+        Ok(_) => {
+            // Fewer values taken than names: the list holds aliases.
+            plan.by_position.set(false);
+            Err(Error::retry())
+        }
+        Err(e) => {
+            plan.note_failure();
+            Err(e)
+        }
+    }
+}
+
+/// A row's values in the order of a struct's fields.
+struct RowSeq<'v, 'a> {
+    view: &'v BatchView<'a>,
+    row: usize,
+    plan: &'v FieldPlan,
+    next: usize,
+}
+
+impl<'de> SeqAccess<'de> for RowSeq<'_, 'de> {
+    type Error = Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
+        let Some(&Some(index)) = self.plan.columns.get(self.next) else {
+            return Ok(None);
+        };
+        self.next += 1;
+        seed.deserialize(CellDeserializer {
+            column: self.view.column(index),
+            checked: self.view.text_buffer(index),
+            row: self.row,
+        })
+        .map(Some)
+    }
+}
+
 enum Fields<'a> {
     /// The fields a struct asks for, with their column indices.
     Named {
         names: &'static [&'static str],
-        indices: Rc<[Option<usize>]>,
+        indices: Rc<FieldPlan>,
         next: usize,
     },
     /// Every column (maps, `serde_json::Value`).
@@ -93,7 +163,7 @@ impl<'de> MapAccess<'de> for RowAccess<'_, 'de> {
                     let Some(name) = names.get(*next) else {
                         return Ok(None);
                     };
-                    let index = indices[*next];
+                    let index = indices.columns[*next];
                     *next += 1;
                     match index {
                         Some(index) => (name, index),
@@ -109,14 +179,11 @@ impl<'de> MapAccess<'de> for RowAccess<'_, 'de> {
                 continue;
             }
             self.current = Some((name, index));
-            // A struct field is named by its position: serde's derived field
-            // visitors take an index, which saves a string compare per field.
-            return match &self.fields {
-                Fields::Named { next, .. } => seed
-                    .deserialize(((*next - 1) as u64).into_deserializer())
-                    .map(Some),
-                Fields::All(_) => seed.deserialize(name.into_deserializer()).map(Some),
-            };
+            // Fields go by name, not by position: a struct's field list also
+            // holds its aliases, so a position can name the wrong field.
+            return seed
+                .deserialize(BorrowedStrDeserializer::new(name))
+                .map(Some);
         }
     }
 
@@ -143,6 +210,7 @@ pub(crate) struct CellDeserializer<'a> {
 }
 
 impl<'a> CellDeserializer<'a> {
+    #[inline]
     fn json(&self) -> Result<Option<&'a str>, Error> {
         match &self.column.values {
             Values::Json(t) => text_in(t, self.checked, self.row).map(Some),

@@ -13,6 +13,12 @@ impl Error {
         Self(message.into())
     }
 
+    /// A placeholder that never reaches a user: "try the slower way".
+    /// Empty, so it costs no allocation.
+    pub(crate) fn retry() -> Self {
+        Self(String::new())
+    }
+
     /// The message.
     pub fn message(&self) -> &str {
         &self.0
