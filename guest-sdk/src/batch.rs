@@ -1,6 +1,6 @@
 //! Read access to an input batch, row by row, without copying its columns.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
 use crate::abi::types::{Batch, Column, TextValues, Values};
@@ -45,7 +45,8 @@ pub struct BatchView<'a> {
     batch: &'a Batch,
     /// Each text column's whole byte buffer as `&str`, checked once per
     /// batch, so a row's value is a slice without a UTF-8 check of its own.
-    texts: Vec<Option<&'a str>>,
+    /// Filled on first use: columns no record type reads are never checked.
+    texts: Vec<OnceCell<Option<&'a str>>>,
     /// Column indices for the field list of the struct last deserialized,
     /// keyed by the address of serde's `&'static [&'static str]` field list:
     /// every row of one batch asks for the same fields, so the name lookup is
@@ -56,14 +57,7 @@ pub struct BatchView<'a> {
 impl<'a> BatchView<'a> {
     /// Wraps a batch.
     pub fn new(batch: &'a Batch) -> Self {
-        let texts = batch
-            .columns
-            .iter()
-            .map(|c| match &c.values {
-                Values::Utf8(t) | Values::Json(t) => std::str::from_utf8(&t.bytes).ok(),
-                _ => None,
-            })
-            .collect();
+        let texts = batch.columns.iter().map(|_| OnceCell::new()).collect();
         Self {
             batch,
             texts,
@@ -130,9 +124,24 @@ impl<'a> BatchView<'a> {
         &self.batch.columns[index]
     }
 
+    #[cold]
+    #[inline(never)]
+    fn check_text(&self, index: usize, cell: &OnceCell<Option<&'a str>>) -> Option<&'a str> {
+        let checked = match &self.batch.columns.get(index)?.values {
+            Values::Utf8(t) | Values::Json(t) => std::str::from_utf8(&t.bytes).ok(),
+            _ => None,
+        };
+        *cell.get_or_init(|| checked)
+    }
+
     /// The checked text buffer of column `index`, if it is a valid text column.
+    #[inline]
     pub(crate) fn text_buffer(&self, index: usize) -> Option<&'a str> {
-        self.texts.get(index).copied().flatten()
+        let cell = self.texts.get(index)?;
+        match cell.get() {
+            Some(checked) => *checked,
+            None => self.check_text(index, cell),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod metrics;
 mod pipeline;
 mod route;
 mod swap;
+mod timers;
 mod worker;
 
 pub use dead_letter::{DeadLetter, DeadLetters};

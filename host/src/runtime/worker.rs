@@ -4,7 +4,7 @@
 use anyhow::Result;
 use arrow::array::RecordBatch;
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -16,6 +16,7 @@ use super::message::{Envelope, Message, RowTimes};
 use super::metrics::OperatorMetrics;
 use super::route::Route;
 use super::swap::{SwapOrder, SwapReply, VersionStats, migrate_states};
+use super::timers::TimerQueue;
 use crate::codec::row_to_json;
 use crate::config::Limits;
 use crate::wasm::{
@@ -69,8 +70,8 @@ pub struct Worker {
     previous_watermark: i64,
     /// Event-time and processing-time timers of the keys this worker owns,
     /// by time.
-    event_timers: BTreeSet<(i64, String)>,
-    processing_timers: BTreeSet<(i64, String)>,
+    event_timers: TimerQueue,
+    processing_timers: TimerQueue,
 }
 
 /// Value states by key.
@@ -91,8 +92,8 @@ impl Worker {
             input_watermarks: vec![Some(i64::MIN); inputs],
             watermark: i64::MIN,
             previous_watermark: i64::MIN,
-            event_timers: BTreeSet::new(),
-            processing_timers: BTreeSet::new(),
+            event_timers: TimerQueue::default(),
+            processing_timers: TimerQueue::default(),
             setup,
             instance,
             values: KeyedValues::default(),
@@ -180,13 +181,7 @@ impl Worker {
                 TimeDomain::EventTime => &mut self.event_timers,
                 TimeDomain::ProcessingTime => &mut self.processing_timers,
             };
-            let mut due = Vec::new();
-            while due.len() < TIMERS_PER_CALL {
-                match timers.first() {
-                    Some((time, _)) if *time <= now => due.extend(timers.pop_first()),
-                    _ => break,
-                }
-            }
+            let due = timers.pop_due(now, TIMERS_PER_CALL);
             if due.is_empty() {
                 return Ok(());
             }
@@ -417,11 +412,10 @@ impl Worker {
                 TimeDomain::EventTime => &mut self.event_timers,
                 TimeDomain::ProcessingTime => &mut self.processing_timers,
             };
-            let entry = (timer.time, key.to_owned());
             if timer.delete {
-                timers.remove(&entry);
+                timers.remove(timer.time, key);
             } else {
-                timers.insert(entry);
+                timers.insert(timer.time, key);
             }
         }
         Ok(())
