@@ -74,7 +74,7 @@ impl BatchBuilder {
     /// The column for field `name` of the current row; `cursor` is the
     /// position the next field most likely has (records of one type list
     /// their fields in the same order).
-    #[inline]
+    #[inline(always)]
     fn column(
         &mut self,
         name: FieldName<'_>,
@@ -585,6 +585,7 @@ struct CellSerializer<'c> {
 }
 
 impl CellSerializer<'_> {
+    #[inline(always)]
     fn put(self, value: Scalar<'_>) -> Result<(), NotScalar> {
         self.column.push(value);
         Ok(())
