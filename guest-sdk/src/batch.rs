@@ -40,6 +40,23 @@ impl FieldPlan {
     }
 }
 
+/// A [`FieldPlan`] lent by a [`BatchView`]: the batch's first record type
+/// without reference counting, any other shared.
+pub(crate) enum PlanRef<'v> {
+    First(&'v FieldPlan),
+    Other(Rc<FieldPlan>),
+}
+
+impl std::ops::Deref for PlanRef<'_> {
+    type Target = FieldPlan;
+    fn deref(&self) -> &FieldPlan {
+        match self {
+            PlanRef::First(plan) => plan,
+            PlanRef::Other(plan) => plan,
+        }
+    }
+}
+
 /// An input batch with the lookups that turn its rows into typed records.
 pub struct BatchView<'a> {
     batch: &'a Batch,
@@ -51,7 +68,9 @@ pub struct BatchView<'a> {
     /// keyed by the address of serde's `&'static [&'static str]` field list:
     /// every row of one batch asks for the same fields, so the name lookup is
     /// done once per batch, not once per record.
-    field_map: RefCell<Option<Rc<FieldPlan>>>,
+    first_plan: OnceCell<FieldPlan>,
+    /// The plan of a second record type read from the same batch (rare).
+    other_plan: RefCell<Option<Rc<FieldPlan>>>,
 }
 
 impl<'a> BatchView<'a> {
@@ -61,7 +80,8 @@ impl<'a> BatchView<'a> {
         Self {
             batch,
             texts,
-            field_map: RefCell::new(None),
+            first_plan: OnceCell::new(),
+            other_plan: RefCell::new(None),
         }
     }
 
@@ -98,26 +118,35 @@ impl<'a> BatchView<'a> {
     }
 
     /// The column of each of `fields`, worked out once per field list.
-    pub(crate) fn plan_for(&self, fields: &'static [&'static str]) -> Rc<FieldPlan> {
+    #[inline]
+    pub(crate) fn plan_for(&self, fields: &'static [&'static str]) -> PlanRef<'_> {
         let key = fields.as_ptr() as usize;
-        let mut cache = self.field_map.borrow_mut();
-        if let Some(plan) = cache.as_ref()
-            && plan.key == key
-        {
-            return Rc::clone(plan);
+        let first = self.first_plan.get_or_init(|| self.new_plan(fields));
+        if first.key == key {
+            return PlanRef::First(first);
         }
+        let mut other = self.other_plan.borrow_mut();
+        match other.as_ref() {
+            Some(plan) if plan.key == key => PlanRef::Other(Rc::clone(plan)),
+            _ => {
+                let plan = Rc::new(self.new_plan(fields));
+                *other = Some(Rc::clone(&plan));
+                PlanRef::Other(plan)
+            }
+        }
+    }
+
+    fn new_plan(&self, fields: &'static [&'static str]) -> FieldPlan {
         let columns: Box<[Option<usize>]> = fields
             .iter()
             .map(|f| self.batch.columns.iter().position(|c| c.name == *f))
             .collect();
-        let plan = Rc::new(FieldPlan {
-            key,
+        FieldPlan {
+            key: fields.as_ptr() as usize,
             by_position: Cell::new(columns.iter().all(Option::is_some)),
             columns,
             failures: Cell::new(0),
-        });
-        *cache = Some(Rc::clone(&plan));
-        plan
+        }
     }
 
     pub(crate) fn column(&self, index: usize) -> &'a Column {

@@ -8,10 +8,9 @@
 use serde::de::value::BorrowedStrDeserializer;
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::forward_to_deserialize_any;
-use std::rc::Rc;
 
 use crate::abi::types::{Column, Values};
-use crate::batch::{BatchView, FieldPlan, is_valid, text_in};
+use crate::batch::{BatchView, FieldPlan, PlanRef, is_valid, text_in};
 use crate::error::Error;
 
 /// One record of a batch.
@@ -128,11 +127,11 @@ impl<'de> SeqAccess<'de> for RowSeq<'_, 'de> {
     }
 }
 
-enum Fields<'a> {
+enum Fields<'v, 'a> {
     /// The fields a struct asks for, with their column indices.
     Named {
         names: &'static [&'static str],
-        indices: Rc<FieldPlan>,
+        indices: PlanRef<'v>,
         next: usize,
     },
     /// Every column (maps, `serde_json::Value`).
@@ -142,7 +141,7 @@ enum Fields<'a> {
 struct RowAccess<'v, 'a> {
     view: &'v BatchView<'a>,
     row: usize,
-    fields: Fields<'a>,
+    fields: Fields<'v, 'a>,
     current: Option<(&'a str, usize)>,
 }
 
