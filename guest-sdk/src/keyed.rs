@@ -21,6 +21,8 @@ pub struct Keyed<'k, S> {
     pub(crate) timer: Option<(TimeDomain, i64)>,
     pub(crate) time: Option<i64>,
     pub(crate) arrival_watermark: Option<i64>,
+    /// The operator's event-time watermark, which only moves between calls.
+    pub(crate) operator_watermark: i64,
 }
 
 /// A key's value state while a batch is processed.
@@ -113,7 +115,7 @@ impl<S: Default> Keyed<'_, S> {
     /// the operator's, or the one the record arrived under if that is later
     /// (so lateness does not depend on how records were batched).
     pub fn watermark(&self) -> i64 {
-        let current = host::current_time(TimeDomain::EventTime);
+        let current = self.operator_watermark;
         self.arrival_watermark.map_or(current, |w| w.max(current))
     }
 

@@ -371,6 +371,7 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
         let mut rejected = Vec::new();
         let mut timers: Vec<TimerRequest> = Vec::new();
         let times = crate::host::event_times();
+        let watermark = crate::host::current_time(crate::abi::types::TimeDomain::EventTime);
         for (row, &g) in row_group.iter().enumerate() {
             let Some(group) = groups.get(g as usize) else {
                 continue;
@@ -387,6 +388,7 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
                 timer: None,
                 time: times.times.get(row).copied(),
                 arrival_watermark: times.watermarks.get(row).copied(),
+                operator_watermark: watermark,
             };
             if let Err(e) = self.function.call(&view, row, &mut ctx) {
                 emitter.rollback(mark);
@@ -413,6 +415,7 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
         let mut states = self.cache.load(&groups)?;
         let mut emitter = Emitter::new();
         let mut timers = Vec::new();
+        let watermark = crate::host::current_time(crate::abi::types::TimeDomain::EventTime);
         for (index, timer) in fired.iter().enumerate() {
             // What a timer emits has the timer's time as its event time.
             emitter.row = index as u32;
@@ -428,6 +431,7 @@ impl<F: KeyedFn> Operator for KeyedOp<F> {
                 timer: Some((timer.domain, timer.time)),
                 time: Some(timer.time),
                 arrival_watermark: None,
+                operator_watermark: watermark,
             };
             self.function
                 .on_timer(&mut ctx)

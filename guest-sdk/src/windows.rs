@@ -185,7 +185,6 @@ pub fn add_record<A: Default, R: IntoRecords>(
     let watermark = ctx.watermark();
     let key = ctx.key;
     let mut updated = Vec::new();
-    let mut timers = Vec::new();
     let mut windows = spec
         .assign(time)
         .filter(|w| !spec.expired(*w, watermark))
@@ -194,27 +193,29 @@ pub fn add_record<A: Default, R: IntoRecords>(
         let record = late()?;
         return ctx.emit_to(spec.late_output, &record);
     }
-    {
-        let state = ctx.state();
-        for window in windows {
-            let index = match (spec.kind, merge) {
-                (WindowKind::Session { .. }, Some(merge)) => {
-                    merge_session(state, window, merge, &mut timers)
+    for window in windows {
+        let (index, opened) = match (spec.kind, merge) {
+            (WindowKind::Session { .. }, Some(merge)) => {
+                let mut timers = Vec::new();
+                let index = merge_session(ctx.state(), window, merge, &mut timers);
+                for (time, register) in timers {
+                    if register {
+                        ctx.register_event_timer(time);
+                    } else {
+                        ctx.delete_event_timer(time);
+                    }
                 }
-                _ => find_or_open(state, window, &mut timers),
-            };
-            let pane = &mut state.panes[index];
-            add(&mut pane.acc)?;
-            if pane.fired {
-                updated.push(index);
+                (index, false)
             }
+            _ => find_or_open(ctx.state(), window),
+        };
+        if opened {
+            ctx.register_event_timer(window.max_timestamp());
         }
-    }
-    for (time, register) in timers {
-        if register {
-            ctx.register_event_timer(time);
-        } else {
-            ctx.delete_event_timer(time);
+        let pane = &mut ctx.state().panes[index];
+        add(&mut pane.acc)?;
+        if pane.fired {
+            updated.push(index);
         }
     }
     for index in updated {
@@ -227,26 +228,24 @@ pub fn add_record<A: Default, R: IntoRecords>(
     Ok(())
 }
 
-fn find_or_open<A: Default>(
-    state: &mut WindowState<A>,
-    window: Window,
-    timers: &mut Vec<(i64, bool)>,
-) -> usize {
+/// The index of `window`'s pane, and whether it was just opened (and needs
+/// its timer).
+fn find_or_open<A: Default>(state: &mut WindowState<A>, window: Window) -> (usize, bool) {
+    // The newest panes are at the end, and a record mostly lands in them.
     if let Some(i) = state
         .panes
         .iter()
-        .position(|p| p.start == window.start && p.end == window.end)
+        .rposition(|p| p.start == window.start && p.end == window.end)
     {
-        return i;
+        return (i, false);
     }
-    timers.push((window.max_timestamp(), true));
     state.panes.push(Pane {
         start: window.start,
         end: window.end,
         acc: A::default(),
         fired: false,
     });
-    state.panes.len() - 1
+    (state.panes.len() - 1, true)
 }
 
 /// Merges a new session window with every open one it overlaps.
