@@ -29,6 +29,8 @@ pub struct Keyed<'k, S> {
 pub(crate) struct KeyState<S> {
     pub(crate) value: Option<S>,
     pub(crate) dirty: bool,
+    /// The value came from the instance's cache (see `state_cache`).
+    pub(crate) cached: bool,
 }
 
 impl<S: Default> Keyed<'_, S> {

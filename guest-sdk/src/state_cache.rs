@@ -34,7 +34,9 @@ pub(crate) struct StateCache<S> {
 
 struct Cached<S> {
     json: Vec<u8>,
-    value: S,
+    /// `None` while a call has the value out (and after a call that failed
+    /// with it: the next one parses the host's bytes again).
+    value: Option<S>,
 }
 
 impl<S> Default for StateCache<S> {
@@ -56,13 +58,11 @@ impl<S: Serialize + DeserializeOwned> StateCache<S> {
         groups
             .iter()
             .map(|g| {
-                let cached = self.entries.remove(g.key.as_str()).and_then(|c| {
-                    self.bytes -= c.json.len();
-                    g.state
-                        .as_deref()
-                        .is_some_and(|json| same_bytes(json, &c.json))
-                        .then_some(c.value)
-                });
+                let cached = match (&g.state, self.entries.get_mut(g.key.as_str())) {
+                    (Some(json), Some(c)) if same_bytes(json, &c.json) => c.value.take(),
+                    _ => None,
+                };
+                let hit = cached.is_some();
                 let value = match (&g.state, cached) {
                     (Some(_), Some(value)) => Some(value),
                     (Some(bytes), None) => Some(serde_json::from_slice(bytes).map_err(|e| {
@@ -76,6 +76,7 @@ impl<S: Serialize + DeserializeOwned> StateCache<S> {
                 Ok(KeyState {
                     value,
                     dirty: false,
+                    cached: hit,
                 })
             })
             .collect()
@@ -93,45 +94,108 @@ impl<S: Serialize + DeserializeOwned> StateCache<S> {
     ) -> Result<Vec<StateUpdate>, String> {
         let mut updates = Vec::new();
         for (index, (group, state)) in groups.into_iter().zip(states).enumerate() {
-            let json = match (state.dirty, state.value) {
-                (false, Some(value)) => group.state.map(|json| (json, value)),
-                (false, None) => None,
-                (true, None) => {
-                    updates.push(StateUpdate {
-                        group: index as u32,
-                        state: None,
-                    });
-                    None
+            let (dirty, cached) = (state.dirty, state.cached);
+            match (dirty, state.value, group.state) {
+                // Unchanged: the host's bytes are what the value reads as.
+                (false, Some(value), Some(json)) => {
+                    let json = if cached {
+                        Json::Cached
+                    } else {
+                        Json::Host(json)
+                    };
+                    self.put(group.key, json, value);
                 }
-                (true, Some(value)) => {
-                    let json = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+                (true, Some(value), _) => {
+                    let json = self.write(&group.key, &value)?;
                     updates.push(StateUpdate {
                         group: index as u32,
                         state: Some(json.clone()),
                     });
-                    Some((json, value))
+                    self.put(group.key, Json::Written(json), value);
                 }
-            };
-            if let Some((json, value)) = json {
-                self.insert(group.key, json, value);
+                (dirty, _, _) => {
+                    if dirty {
+                        updates.push(StateUpdate {
+                            group: index as u32,
+                            state: None,
+                        });
+                    }
+                    if let Some(old) = self.entries.remove(group.key.as_str()) {
+                        self.bytes -= old.json.len();
+                    }
+                }
             }
         }
         Ok(updates)
     }
 
-    fn insert(&mut self, key: String, json: Vec<u8>, value: S) {
+    /// `value` as JSON, written into the key's old buffer when it has one.
+    fn write(&mut self, key: &str, value: &S) -> Result<Vec<u8>, String> {
+        let mut json = match self.entries.get_mut(key) {
+            Some(c) => {
+                self.bytes -= c.json.len();
+                std::mem::take(&mut c.json)
+            }
+            None => Vec::with_capacity(128),
+        };
+        json.clear();
+        serde_json::to_writer(&mut json, value).map_err(|e| e.to_string())?;
+        Ok(json)
+    }
+
+    fn put(&mut self, key: String, json: Json, value: S) {
+        let json = match json {
+            Json::Written(json) => json,
+            Json::Cached => {
+                if let Some(c) = self.entries.get_mut(key.as_str()) {
+                    c.value = Some(value);
+                }
+                return;
+            }
+            Json::Host(host_bytes) => {
+                if let Some(old) = self.entries.remove(key.as_str()) {
+                    self.bytes -= old.json.len();
+                }
+                host_bytes
+            }
+        };
         if json.len() > MAX_STATE_BYTES {
+            self.entries.remove(key.as_str());
             return;
         }
-        if self.entries.len() >= MAX_KEYS || self.bytes + json.len() > MAX_BYTES {
+        if !self.entries.contains_key(key.as_str())
+            && (self.entries.len() >= MAX_KEYS || self.bytes + json.len() > MAX_BYTES)
+        {
             self.entries.clear();
             self.bytes = 0;
         }
         self.bytes += json.len();
-        if let Some(old) = self.entries.insert(key, Cached { json, value }) {
-            self.bytes -= old.json.len();
+        match self.entries.get_mut(key.as_str()) {
+            Some(c) => {
+                c.json = json;
+                c.value = Some(value);
+            }
+            None => {
+                self.entries.insert(
+                    key,
+                    Cached {
+                        json,
+                        value: Some(value),
+                    },
+                );
+            }
         }
     }
+}
+
+/// The JSON a value is cached with.
+enum Json {
+    /// Just written by this instance.
+    Written(Vec<u8>),
+    /// The host's bytes for a value the call did not change.
+    Host(Vec<u8>),
+    /// The bytes already in the cache: the value was taken from it unchanged.
+    Cached,
 }
 
 /// `a == b`, eight bytes at a time: Wasm's `memcmp` goes byte by byte.
@@ -175,7 +239,14 @@ mod tests {
 
         // The host's bytes are the written ones: the cached value is used
         // (seen here by a value the JSON could not give back).
-        cache.entries.get_mut("a").unwrap().value.push(99);
+        cache
+            .entries
+            .get_mut("a")
+            .unwrap()
+            .value
+            .as_mut()
+            .unwrap()
+            .push(99);
         let states = cache.load(&[group("a", Some("[1,2]"))]).unwrap();
         assert_eq!(states[0].value, Some(vec![1, 2, 99]));
         cache
