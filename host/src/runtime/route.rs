@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc::Sender;
 
-use super::keys::{partition_of, row_keys};
+use super::keys::{group_rows, partition_of};
 use super::message::{Envelope, Message};
 
 /// Batches waiting in each channel between stages: small, so a slow stage
@@ -125,9 +125,17 @@ impl Target {
                     );
                 };
                 // Records without the key go to worker 0, which dead-letters them.
+                // Keys are worked out per key, not per row (an integer key is
+                // printed once), and each worker's rows keep their order.
+                let mut worker_of_row = vec![0usize; message.rows()];
+                for (key, rows) in group_rows(&message.batch, field).groups {
+                    let worker = partition_of(&key, senders.len());
+                    for row in rows {
+                        worker_of_row[row as usize] = worker;
+                    }
+                }
                 let mut parts: Vec<Vec<u32>> = vec![Vec::new(); senders.len()];
-                for (row, key) in row_keys(&message.batch, field).iter().enumerate() {
-                    let worker = key.as_deref().map_or(0, |k| partition_of(k, senders.len()));
+                for (row, worker) in worker_of_row.into_iter().enumerate() {
                     parts[worker].push(row as u32);
                 }
                 for (worker, rows) in parts.iter().enumerate() {
