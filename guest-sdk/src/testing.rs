@@ -16,8 +16,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::abi::types::{Batch, FiredTimer, KeyGroup, Output, TimeDomain, Values};
-use crate::batch::{is_valid, take, text};
+use crate::abi::types::{
+    Batch, Column, FiredTimer, KeyGroup, Output, TextValues, TimeDomain, Values,
+};
+use crate::batch::{is_valid, text};
 use crate::operators::Operator;
 use crate::ser::BatchBuilder;
 
@@ -324,5 +326,60 @@ impl Harness {
             groups[g].rows.push(row as u32);
         }
         groups
+    }
+}
+
+/// The rows `rows` of `batch`, in that order: what the host does with the
+/// rows a filter keeps.
+fn take(batch: &Batch, rows: &[u32]) -> Batch {
+    let columns = batch
+        .columns
+        .iter()
+        .map(|column| Column {
+            name: column.name.clone(),
+            values: take_values(&column.values, rows),
+            validity: column.validity.as_ref().map(|bits| {
+                let mut out = vec![0u8; rows.len().div_ceil(8)];
+                for (i, &row) in rows.iter().enumerate() {
+                    let row = row as usize;
+                    if bits.get(row / 8).is_some_and(|b| b & (1 << (row % 8)) != 0) {
+                        out[i / 8] |= 1 << (i % 8);
+                    }
+                }
+                out
+            }),
+        })
+        .collect();
+    Batch {
+        rows: rows.len() as u32,
+        columns,
+    }
+}
+
+fn take_values(values: &Values, rows: &[u32]) -> Values {
+    fn gather<T: Copy + Default>(src: &[T], rows: &[u32]) -> Vec<T> {
+        rows.iter()
+            .map(|&r| src.get(r as usize).copied().unwrap_or_default())
+            .collect()
+    }
+    fn gather_text(src: &TextValues, rows: &[u32]) -> TextValues {
+        let mut offsets = Vec::with_capacity(rows.len() + 1);
+        let mut bytes = Vec::new();
+        offsets.push(0);
+        for &r in rows {
+            let r = r as usize;
+            let start = src.offsets.get(r).copied().unwrap_or(0) as usize;
+            let end = src.offsets.get(r + 1).copied().unwrap_or(0) as usize;
+            bytes.extend_from_slice(src.bytes.get(start..end).unwrap_or_default());
+            offsets.push(bytes.len() as i32);
+        }
+        TextValues { offsets, bytes }
+    }
+    match values {
+        Values::Int64(v) => Values::Int64(gather(v, rows)),
+        Values::Float64(v) => Values::Float64(gather(v, rows)),
+        Values::Boolean(v) => Values::Boolean(gather(v, rows)),
+        Values::Utf8(t) => Values::Utf8(gather_text(t, rows)),
+        Values::Json(t) => Values::Json(gather_text(t, rows)),
     }
 }
