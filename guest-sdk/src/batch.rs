@@ -186,25 +186,34 @@ pub(crate) fn is_valid(column: &Column, row: usize) -> bool {
 }
 
 /// Value `row` of a text column whose whole buffer `checked` is known to be
-/// UTF-8 (slicing checks the char boundaries), else checked on its own.
-#[inline]
+/// UTF-8 (slicing checks the char boundaries); `None` when that fails.
+#[inline(always)]
+pub(crate) fn text_at<'a>(
+    values: &'a TextValues,
+    checked: Option<&'a str>,
+    row: usize,
+) -> Option<&'a str> {
+    let start = *values.offsets.get(row)? as usize;
+    let end = *values.offsets.get(row + 1)? as usize;
+    checked?.get(start..end)
+}
+
+/// [`text_at`], or the value checked on its own when that fails (with an
+/// error when it is not text).
+#[inline(always)]
 pub(crate) fn text_in<'a>(
     values: &'a TextValues,
     checked: Option<&'a str>,
     row: usize,
 ) -> Result<&'a str, Error> {
-    if let Some(whole) = checked {
-        let start = values.offsets.get(row).copied().unwrap_or(0) as usize;
-        let end = values.offsets.get(row + 1).copied().unwrap_or(0) as usize;
-        if let Some(s) = whole.get(start..end) {
-            return Ok(s);
-        }
+    match text_at(values, checked, row) {
+        Some(s) => Ok(s),
+        None => text(values, row),
     }
-    text(values, row)
 }
 
 /// Value `row` of a text column, or an error when the host sent bad offsets.
-#[inline]
+#[cold]
 pub(crate) fn text(values: &TextValues, row: usize) -> Result<&str, Error> {
     let start = values.offsets.get(row).copied().unwrap_or(0) as usize;
     let end = values.offsets.get(row + 1).copied().unwrap_or(0) as usize;

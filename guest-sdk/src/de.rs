@@ -10,7 +10,7 @@ use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, V
 use serde::forward_to_deserialize_any;
 
 use crate::abi::types::{Column, Values};
-use crate::batch::{BatchView, FieldPlan, PlanRef, is_valid, text_in};
+use crate::batch::{BatchView, FieldPlan, PlanRef, is_valid, text_at, text_in};
 use crate::error::Error;
 
 /// One record of a batch.
@@ -110,6 +110,7 @@ struct RowSeq<'v, 'a> {
 impl<'de> SeqAccess<'de> for RowSeq<'_, 'de> {
     type Error = Error;
 
+    #[inline]
     fn next_element_seed<T: DeserializeSeed<'de>>(
         &mut self,
         seed: T,
@@ -216,15 +217,91 @@ impl<'a> CellDeserializer<'a> {
             _ => Ok(None),
         }
     }
+
+    #[inline]
+    fn is_json(&self) -> bool {
+        matches!(self.column.values, Values::Json(_))
+    }
+
+    /// A JSON cell, read by serde_json with `read`. Out of line, so the
+    /// typed cases stay small enough for serde's impls to inline them.
+    #[cold]
+    #[inline(never)]
+    fn read_json<V: Visitor<'a>>(
+        self,
+        visitor: V,
+        read: impl FnOnce(
+            &mut serde_json::Deserializer<serde_json::de::StrRead<'a>>,
+            V,
+        ) -> Result<V::Value, serde_json::Error>,
+    ) -> Result<V::Value, Error> {
+        let doc = self.json()?.unwrap_or_default();
+        Ok(read(&mut serde_json::Deserializer::from_str(doc), visitor)?)
+    }
+
+    /// The general way to read a cell: as JSON, or by its column's type.
+    #[cold]
+    #[inline(never)]
+    fn any_or_json<V: Visitor<'a>>(
+        self,
+        visitor: V,
+        read_json: impl FnOnce(
+            &mut serde_json::Deserializer<serde_json::de::StrRead<'a>>,
+            V,
+        ) -> Result<V::Value, serde_json::Error>,
+    ) -> Result<V::Value, Error> {
+        if self.is_json() {
+            return self.read_json(visitor, read_json);
+        }
+        de::Deserializer::deserialize_any(self, visitor)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn shorter_than_batch(&self) -> Error {
+        Error::new(format!(
+            "column `{}` is shorter than the batch",
+            self.column.name
+        ))
+    }
 }
 
 macro_rules! via_json_or_any {
     ($($method:ident)*) => {$(
+        #[inline]
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-            match self.json()? {
-                Some(doc) => Ok(de::Deserializer::$method(&mut serde_json::Deserializer::from_str(doc), visitor)?),
-                None => self.deserialize_any(visitor),
+            if self.is_json() {
+                return self.read_json(visitor, |d, v| de::Deserializer::$method(d, v));
             }
+            self.deserialize_any(visitor)
+        }
+    )*};
+}
+
+macro_rules! typed_or_any {
+    ($($method:ident: $variant:ident => $visit:ident;)*) => {$(
+        #[inline]
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            if let Values::$variant(v) = &self.column.values
+                && let Some(x) = v.get(self.row)
+            {
+                return visitor.$visit(*x);
+            }
+            self.any_or_json(visitor, |d, v| de::Deserializer::$method(d, v))
+        }
+    )*};
+}
+
+macro_rules! text_or_any {
+    ($($method:ident)*) => {$(
+        #[inline]
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+            if let Values::Utf8(t) = &self.column.values
+                && let Some(s) = text_at(t, self.checked, self.row)
+            {
+                return visitor.visit_borrowed_str(s);
+            }
+            self.any_or_json(visitor, |d, v| de::Deserializer::$method(d, v))
         }
     )*};
 }
@@ -232,34 +309,35 @@ macro_rules! via_json_or_any {
 impl<'de> de::Deserializer<'de> for CellDeserializer<'de> {
     type Error = Error;
 
+    #[inline]
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let row = self.row;
-        let missing = || {
-            Error::new(format!(
-                "column `{}` is shorter than the batch",
-                self.column.name
-            ))
-        };
         match &self.column.values {
-            Values::Int64(v) => visitor.visit_i64(*v.get(row).ok_or_else(missing)?),
-            Values::Float64(v) => visitor.visit_f64(*v.get(row).ok_or_else(missing)?),
-            Values::Boolean(v) => visitor.visit_bool(*v.get(row).ok_or_else(missing)?),
+            Values::Int64(v) => match v.get(row) {
+                Some(x) => visitor.visit_i64(*x),
+                None => Err(self.shorter_than_batch()),
+            },
+            Values::Float64(v) => match v.get(row) {
+                Some(x) => visitor.visit_f64(*x),
+                None => Err(self.shorter_than_batch()),
+            },
+            Values::Boolean(v) => match v.get(row) {
+                Some(x) => visitor.visit_bool(*x),
+                None => Err(self.shorter_than_batch()),
+            },
             Values::Utf8(t) => visitor.visit_borrowed_str(text_in(t, self.checked, row)?),
-            Values::Json(t) => Ok(de::Deserializer::deserialize_any(
-                &mut serde_json::Deserializer::from_str(text_in(t, self.checked, row)?),
-                visitor,
-            )?),
+            Values::Json(_) => {
+                self.read_json(visitor, |d, v| de::Deserializer::deserialize_any(d, v))
+            }
         }
     }
 
+    #[inline]
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        match self.json()? {
-            Some(doc) => Ok(de::Deserializer::deserialize_option(
-                &mut serde_json::Deserializer::from_str(doc),
-                visitor,
-            )?),
-            None => visitor.visit_some(self),
+        if self.is_json() {
+            return self.read_json(visitor, |d, v| de::Deserializer::deserialize_option(d, v));
         }
+        visitor.visit_some(self)
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
@@ -307,11 +385,26 @@ impl<'de> de::Deserializer<'de> for CellDeserializer<'de> {
         visitor.visit_unit()
     }
 
+    // The column type a field most likely has is read inline; anything
+    // else (another type, JSON, an error) goes the general way, out of line.
+    typed_or_any! {
+        deserialize_bool: Boolean => visit_bool;
+        deserialize_i8: Int64 => visit_i64;
+        deserialize_i16: Int64 => visit_i64;
+        deserialize_i32: Int64 => visit_i64;
+        deserialize_i64: Int64 => visit_i64;
+        deserialize_u8: Int64 => visit_i64;
+        deserialize_u16: Int64 => visit_i64;
+        deserialize_u32: Int64 => visit_i64;
+        deserialize_u64: Int64 => visit_i64;
+        deserialize_f32: Float64 => visit_f64;
+        deserialize_f64: Float64 => visit_f64;
+    }
+    text_or_any! {
+        deserialize_char deserialize_str deserialize_string
+    }
     via_json_or_any! {
-        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
-        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_f32
-        deserialize_f64 deserialize_char deserialize_str deserialize_string deserialize_unit
-        deserialize_seq deserialize_map deserialize_identifier
+        deserialize_unit deserialize_seq deserialize_map deserialize_identifier
     }
 
     fn deserialize_unit_struct<V: Visitor<'de>>(

@@ -222,6 +222,13 @@ impl ColumnBuilder {
             self.len += 1;
             return;
         }
+        self.set_validity_bit(valid);
+    }
+
+    /// `set_valid` once the column has had a null (out of line, so that
+    /// columns without nulls, the common case, inline a small push).
+    #[inline(never)]
+    fn set_validity_bit(&mut self, valid: bool) {
         let row = self.len;
         if !valid && self.validity.is_none() {
             let mut bits = vec![0xffu8; row.div_ceil(8).max(1)];
@@ -257,7 +264,7 @@ impl ColumnBuilder {
         self.set_valid(false);
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, value: Scalar<'_>) {
         if let Scalar::Null = value {
             return self.push_null();
@@ -276,18 +283,24 @@ impl ColumnBuilder {
             (Data::Float64(v), Scalar::Float64(x)) => v.push(x),
             (Data::Boolean(v), Scalar::Boolean(x)) => v.push(x),
             (Data::Utf8(t), Scalar::Text(s)) => t.push(s.as_bytes()),
-            (_, value) => {
-                let json = self.as_json();
-                match value {
-                    Scalar::Int64(x) => json.push(x.to_string().as_bytes()),
-                    Scalar::Float64(x) => json.push(float_json(x).as_bytes()),
-                    Scalar::Boolean(x) => json.push(if x { b"true" } else { b"false" }),
-                    Scalar::Text(s) => json.push(json_string(s).as_bytes()),
-                    Scalar::Null => json.push(b"null"),
-                }
-            }
+            (_, value) => self.push_as_json(value),
         }
         self.set_valid(true);
+    }
+
+    /// A value of another type than the column's so far: the column becomes
+    /// JSON (rare, so out of line).
+    #[cold]
+    #[inline(never)]
+    fn push_as_json(&mut self, value: Scalar<'_>) {
+        let json = self.as_json();
+        match value {
+            Scalar::Int64(x) => json.push(x.to_string().as_bytes()),
+            Scalar::Float64(x) => json.push(float_json(x).as_bytes()),
+            Scalar::Boolean(x) => json.push(if x { b"true" } else { b"false" }),
+            Scalar::Text(s) => json.push(json_string(s).as_bytes()),
+            Scalar::Null => json.push(b"null"),
+        }
     }
 
     /// Appends one JSON document (a nested value).
@@ -389,6 +402,7 @@ struct RowSerializer<'b> {
 }
 
 impl RowSerializer<'_> {
+    #[inline]
     fn field<T: Serialize + ?Sized>(
         &mut self,
         name: FieldName<'_>,
@@ -400,14 +414,25 @@ impl RowSerializer<'_> {
             column: &mut *column,
         }) {
             Ok(()) => {}
-            Err(NotScalar::Nested) => {
-                let doc = serde_json::to_vec(value).map_err(|e| Error::from(e).in_field(key))?;
-                column.push_json(&doc);
-            }
+            Err(NotScalar::Nested) => push_nested(column, key, value)?,
             Err(NotScalar::Failed(e)) => return Err(e.in_field(key)),
         }
         Ok(())
     }
+}
+
+/// A nested value (struct, list, map) as a JSON document; out of line, so
+/// the scalar cases of each field stay small.
+#[cold]
+#[inline(never)]
+fn push_nested<T: Serialize + ?Sized>(
+    column: &mut ColumnBuilder,
+    key: &str,
+    value: &T,
+) -> Result<(), Error> {
+    let doc = serde_json::to_vec(value).map_err(|e| Error::from(e).in_field(key))?;
+    column.push_json(&doc);
+    Ok(())
 }
 
 fn not_a_record(what: &str) -> Error {
@@ -517,6 +542,7 @@ impl<'b> ser::Serializer for RowSerializer<'b> {
 impl SerializeStruct for RowSerializer<'_> {
     type Ok = ();
     type Error = Error;
+    #[inline]
     fn serialize_field<T: Serialize + ?Sized>(
         &mut self,
         key: &'static str,
@@ -603,30 +629,39 @@ impl ser::Serializer for CellSerializer<'_> {
     type SerializeStruct = Impossible<(), NotScalar>;
     type SerializeStructVariant = Impossible<(), NotScalar>;
 
+    #[inline]
     fn serialize_bool(self, v: bool) -> Result<(), NotScalar> {
         self.put(Scalar::Boolean(v))
     }
+    #[inline]
     fn serialize_i8(self, v: i8) -> Result<(), NotScalar> {
         self.put(Scalar::Int64(v.into()))
     }
+    #[inline]
     fn serialize_i16(self, v: i16) -> Result<(), NotScalar> {
         self.put(Scalar::Int64(v.into()))
     }
+    #[inline]
     fn serialize_i32(self, v: i32) -> Result<(), NotScalar> {
         self.put(Scalar::Int64(v.into()))
     }
+    #[inline]
     fn serialize_i64(self, v: i64) -> Result<(), NotScalar> {
         self.put(Scalar::Int64(v))
     }
+    #[inline]
     fn serialize_u8(self, v: u8) -> Result<(), NotScalar> {
         self.put(Scalar::Int64(v.into()))
     }
+    #[inline]
     fn serialize_u16(self, v: u16) -> Result<(), NotScalar> {
         self.put(Scalar::Int64(v.into()))
     }
+    #[inline]
     fn serialize_u32(self, v: u32) -> Result<(), NotScalar> {
         self.put(Scalar::Int64(v.into()))
     }
+    #[inline]
     fn serialize_u64(self, v: u64) -> Result<(), NotScalar> {
         // Beyond i64 the exact value is kept as a JSON number.
         match i64::try_from(v) {
@@ -634,27 +669,34 @@ impl ser::Serializer for CellSerializer<'_> {
             Err(_) => Err(NotScalar::Nested),
         }
     }
+    #[inline]
     fn serialize_f32(self, v: f32) -> Result<(), NotScalar> {
         self.put(Scalar::Float64(v.into()))
     }
+    #[inline]
     fn serialize_f64(self, v: f64) -> Result<(), NotScalar> {
         self.put(Scalar::Float64(v))
     }
+    #[inline]
     fn serialize_char(self, v: char) -> Result<(), NotScalar> {
         self.put(Scalar::Text(v.encode_utf8(&mut [0; 4])))
     }
+    #[inline]
     fn serialize_str(self, v: &str) -> Result<(), NotScalar> {
         self.put(Scalar::Text(v))
     }
     fn serialize_bytes(self, _: &[u8]) -> Result<(), NotScalar> {
         Err(NotScalar::Nested)
     }
+    #[inline]
     fn serialize_none(self) -> Result<(), NotScalar> {
         self.put(Scalar::Null)
     }
+    #[inline]
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), NotScalar> {
         value.serialize(self)
     }
+    #[inline]
     fn serialize_unit(self) -> Result<(), NotScalar> {
         self.put(Scalar::Null)
     }
