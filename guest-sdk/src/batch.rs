@@ -8,24 +8,32 @@ use crate::de::RowDeserializer;
 use crate::error::Error;
 
 /// How the fields of one struct type map to a batch's columns.
-pub(crate) struct FieldPlan {
+pub(crate) struct FieldPlan<'a> {
     /// The address of serde's `&'static [&'static str]` field list.
     key: usize,
     /// The column index of each field name.
     pub(crate) columns: Box<[Option<usize>]>,
+    /// The same columns, each with its checked text buffer: what reading a
+    /// row by position needs, looked up once per batch.
+    pub(crate) sources: Box<[CellSource<'a>]>,
     /// Whether rows may still be read by position (see `de::by_position`):
     /// every field has a column and no reason to stop has been seen.
     pub(crate) by_position: Cell<bool>,
     failures: Cell<u32>,
 }
 
-impl FieldPlan {
+/// A column and, for a text column, its whole buffer checked to be UTF-8.
+#[derive(Clone, Copy)]
+pub(crate) struct CellSource<'a> {
+    pub(crate) column: &'a Column,
+    pub(crate) checked: Option<&'a str>,
+}
+
+impl FieldPlan<'_> {
     /// Whether every field's value in `row` is non-null.
     #[inline]
-    pub(crate) fn all_valid(&self, view: &BatchView<'_>, row: usize) -> bool {
-        self.columns
-            .iter()
-            .all(|c| c.is_some_and(|c| is_valid(view.column(c), row)))
+    pub(crate) fn all_valid(&self, row: usize) -> bool {
+        self.sources.iter().all(|s| is_valid(s.column, row))
     }
 
     /// Counts a record that could not be read by position; after a few,
@@ -42,14 +50,14 @@ impl FieldPlan {
 
 /// A [`FieldPlan`] lent by a [`BatchView`]: the batch's first record type
 /// without reference counting, any other shared.
-pub(crate) enum PlanRef<'v> {
-    First(&'v FieldPlan),
-    Other(Rc<FieldPlan>),
+pub(crate) enum PlanRef<'v, 'a> {
+    First(&'v FieldPlan<'a>),
+    Other(Rc<FieldPlan<'a>>),
 }
 
-impl std::ops::Deref for PlanRef<'_> {
-    type Target = FieldPlan;
-    fn deref(&self) -> &FieldPlan {
+impl<'a> std::ops::Deref for PlanRef<'_, 'a> {
+    type Target = FieldPlan<'a>;
+    fn deref(&self) -> &FieldPlan<'a> {
         match self {
             PlanRef::First(plan) => plan,
             PlanRef::Other(plan) => plan,
@@ -68,9 +76,9 @@ pub struct BatchView<'a> {
     /// keyed by the address of serde's `&'static [&'static str]` field list:
     /// every row of one batch asks for the same fields, so the name lookup is
     /// done once per batch, not once per record.
-    first_plan: OnceCell<FieldPlan>,
+    first_plan: OnceCell<FieldPlan<'a>>,
     /// The plan of a second record type read from the same batch (rare).
-    other_plan: RefCell<Option<Rc<FieldPlan>>>,
+    other_plan: RefCell<Option<Rc<FieldPlan<'a>>>>,
 }
 
 impl<'a> BatchView<'a> {
@@ -119,7 +127,7 @@ impl<'a> BatchView<'a> {
 
     /// The column of each of `fields`, worked out once per field list.
     #[inline]
-    pub(crate) fn plan_for(&self, fields: &'static [&'static str]) -> PlanRef<'_> {
+    pub(crate) fn plan_for(&self, fields: &'static [&'static str]) -> PlanRef<'_, 'a> {
         let key = fields.as_ptr() as usize;
         let first = self.first_plan.get_or_init(|| self.new_plan(fields));
         if first.key == key {
@@ -136,15 +144,26 @@ impl<'a> BatchView<'a> {
         }
     }
 
-    fn new_plan(&self, fields: &'static [&'static str]) -> FieldPlan {
+    fn new_plan(&self, fields: &'static [&'static str]) -> FieldPlan<'a> {
         let columns: Box<[Option<usize>]> = fields
             .iter()
             .map(|f| self.batch.columns.iter().position(|c| c.name == *f))
             .collect();
+        // By position only when every field has a column.
+        let sources: Box<[CellSource<'a>]> = columns
+            .iter()
+            .map_while(|c| {
+                c.map(|index| CellSource {
+                    column: self.column(index),
+                    checked: self.text_buffer(index),
+                })
+            })
+            .collect();
         FieldPlan {
             key: fields.as_ptr() as usize,
-            by_position: Cell::new(columns.iter().all(Option::is_some)),
+            by_position: Cell::new(sources.len() == columns.len()),
             columns,
+            sources,
             failures: Cell::new(0),
         }
     }

@@ -44,7 +44,7 @@ impl<'de> de::Deserializer<'de> for RowDeserializer<'_, 'de> {
     ) -> Result<V::Value, Error> {
         let plan = self.view.plan_for(fields);
         if self.by_position {
-            return by_position(self.view, self.row, &plan, visitor);
+            return by_position(self.row, &plan, visitor);
         }
         visitor.visit_map(RowAccess {
             view: self.view,
@@ -71,22 +71,16 @@ impl<'de> de::Deserializer<'de> for RowDeserializer<'_, 'de> {
 /// (aliases add names); any error means "read it by name", which also gives
 /// the error its usual wording.
 fn by_position<'de, V: Visitor<'de>>(
-    view: &BatchView<'de>,
     row: usize,
-    plan: &FieldPlan,
+    plan: &FieldPlan<'de>,
     visitor: V,
 ) -> Result<V::Value, Error> {
-    if !plan.by_position.get() || !plan.all_valid(view, row) {
+    if !plan.by_position.get() || !plan.all_valid(row) {
         return Err(Error::retry());
     }
-    let mut seq = RowSeq {
-        view,
-        row,
-        plan,
-        next: 0,
-    };
+    let mut seq = RowSeq { row, plan, next: 0 };
     match visitor.visit_seq(&mut seq) {
-        Ok(value) if seq.next == plan.columns.len() => Ok(value),
+        Ok(value) if seq.next == plan.sources.len() => Ok(value),
         Ok(_) => {
             // Fewer values taken than names: the list holds aliases.
             plan.by_position.set(false);
@@ -101,9 +95,8 @@ fn by_position<'de, V: Visitor<'de>>(
 
 /// A row's values in the order of a struct's fields.
 struct RowSeq<'v, 'a> {
-    view: &'v BatchView<'a>,
     row: usize,
-    plan: &'v FieldPlan,
+    plan: &'v FieldPlan<'a>,
     next: usize,
 }
 
@@ -115,13 +108,13 @@ impl<'de> SeqAccess<'de> for RowSeq<'_, 'de> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, Error> {
-        let Some(&Some(index)) = self.plan.columns.get(self.next) else {
+        let Some(source) = self.plan.sources.get(self.next) else {
             return Ok(None);
         };
         self.next += 1;
         seed.deserialize(CellDeserializer {
-            column: self.view.column(index),
-            checked: self.view.text_buffer(index),
+            column: source.column,
+            checked: source.checked,
             row: self.row,
         })
         .map(Some)
@@ -132,7 +125,7 @@ enum Fields<'v, 'a> {
     /// The fields a struct asks for, with their column indices.
     Named {
         names: &'static [&'static str],
-        indices: PlanRef<'v>,
+        indices: PlanRef<'v, 'a>,
         next: usize,
     },
     /// Every column (maps, `serde_json::Value`).
