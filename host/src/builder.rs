@@ -16,9 +16,9 @@ pub const GUEST_TARGET: &str = "wasm32-wasip2";
 /// How operator crates are optimized, whatever their own release profile
 /// says: whole-program (fat LTO, one codegen unit), so the SDK's record
 /// reading and writing inlines into the operator. Fewer calls also means
-/// fewer of the epoch checks wasmtime puts at every function entry. Nexmark
-/// q1: 3.48 -> 3.73 M events/s (host/benches/README.md); the link takes
-/// about a second longer per crate.
+/// fewer of the epoch checks wasmtime puts at every function entry. A `weir
+/// run` of 4 M Nexmark q1 events on one core: 5.2 -> 5.9 M events/s; the
+/// link takes about a second longer per crate.
 const GUEST_PROFILE: [&str; 4] = [
     "--config",
     "profile.release.lto=true",
