@@ -216,23 +216,9 @@ impl<'a> CellDeserializer<'a> {
         matches!(self.column.values, Values::Json(_))
     }
 
-    /// A JSON cell, read by serde_json with `read`. Out of line, so the
+    /// The general way to read a cell: a JSON cell with serde_json (by
+    /// `read_json`), any other by its column's type. Out of line, so the
     /// typed cases stay small enough for serde's impls to inline them.
-    #[cold]
-    #[inline(never)]
-    fn read_json<V: Visitor<'a>>(
-        self,
-        visitor: V,
-        read: impl FnOnce(
-            &mut serde_json::Deserializer<serde_json::de::StrRead<'a>>,
-            V,
-        ) -> Result<V::Value, serde_json::Error>,
-    ) -> Result<V::Value, Error> {
-        let doc = self.json()?.unwrap_or_default();
-        Ok(read(&mut serde_json::Deserializer::from_str(doc), visitor)?)
-    }
-
-    /// The general way to read a cell: as JSON, or by its column's type.
     #[cold]
     #[inline(never)]
     fn any_or_json<V: Visitor<'a>>(
@@ -243,10 +229,13 @@ impl<'a> CellDeserializer<'a> {
             V,
         ) -> Result<V::Value, serde_json::Error>,
     ) -> Result<V::Value, Error> {
-        if self.is_json() {
-            return self.read_json(visitor, read_json);
+        match self.json()? {
+            Some(doc) => Ok(read_json(
+                &mut serde_json::Deserializer::from_str(doc),
+                visitor,
+            )?),
+            None => de::Deserializer::deserialize_any(self, visitor),
         }
-        de::Deserializer::deserialize_any(self, visitor)
     }
 
     #[cold]
@@ -263,10 +252,7 @@ macro_rules! via_json_or_any {
     ($($method:ident)*) => {$(
         #[inline]
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-            if self.is_json() {
-                return self.read_json(visitor, |d, v| de::Deserializer::$method(d, v));
-            }
-            self.deserialize_any(visitor)
+            self.any_or_json(visitor, |d, v| de::Deserializer::$method(d, v))
         }
     )*};
 }
@@ -320,7 +306,7 @@ impl<'de> de::Deserializer<'de> for CellDeserializer<'de> {
             },
             Values::Utf8(t) => visitor.visit_borrowed_str(text_in(t, self.checked, row)?),
             Values::Json(_) => {
-                self.read_json(visitor, |d, v| de::Deserializer::deserialize_any(d, v))
+                self.any_or_json(visitor, |d, v| de::Deserializer::deserialize_any(d, v))
             }
         }
     }
@@ -328,7 +314,7 @@ impl<'de> de::Deserializer<'de> for CellDeserializer<'de> {
     #[inline]
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         if self.is_json() {
-            return self.read_json(visitor, |d, v| de::Deserializer::deserialize_option(d, v));
+            return self.any_or_json(visitor, |d, v| de::Deserializer::deserialize_option(d, v));
         }
         visitor.visit_some(self)
     }
