@@ -265,6 +265,36 @@ mod tests {
         assert!(cache.entries.is_empty() && cache.bytes == 0);
     }
 
+    /// A call that fails after taking cached values sends no updates, so
+    /// the host keeps its bytes: the next call must read those, not what
+    /// the failed call made of the value.
+    #[test]
+    fn a_failed_call_leaves_no_changed_value_behind() {
+        let mut cache = StateCache::<Vec<i64>>::default();
+        let mut states = cache.load(&[group("a", None)]).unwrap();
+        states[0].value = Some(vec![1, 2, 3]);
+        states[0].dirty = true;
+        cache.store(vec![group("a", None)], states).unwrap();
+
+        let mut states = cache.load(&[group("a", Some("[1,2,3]"))]).unwrap();
+        states[0].value.as_mut().unwrap().push(4);
+        drop(states); // the call failed: no `store`
+
+        let mut states = cache.load(&[group("a", Some("[1,2,3]"))]).unwrap();
+        assert_eq!(states[0].value, Some(vec![1, 2, 3]));
+
+        // A shorter state written into the key's old buffer is exactly its JSON.
+        states[0].value = Some(vec![9]);
+        states[0].dirty = true;
+        let updates = cache
+            .store(vec![group("a", Some("[1,2,3]"))], states)
+            .unwrap();
+        assert_eq!(updates[0].state.as_deref(), Some(&b"[9]"[..]));
+        let states = cache.load(&[group("a", Some("[9]"))]).unwrap();
+        assert_eq!(states[0].value, Some(vec![9]));
+        assert_eq!(cache.bytes, 3);
+    }
+
     #[test]
     fn same_bytes_compares_every_byte() {
         let a: Vec<u8> = (0..37).collect();
