@@ -105,3 +105,56 @@ pub fn build_wasm(package: &str) -> PathBuf {
 }
 
 pub use crate::shared::{admin_address, with_custom_section};
+
+/// Runs the reminder operator at `operator` (`crate` or `project` is
+/// `field`) over stdin, writes records of keys `a`, `b`, `a` and waits for
+/// the reminders its processing-time timers emit while stdin is still open;
+/// returns them once `a` has been reminded of 2 records and `b` of 1.
+pub fn reminders_on_the_wall_clock(field: &str, operator: &Path) -> Vec<String> {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (pipeline, out) = (
+        dir.path().join("pipeline.toml"),
+        dir.path().join("out.jsonl"),
+    );
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[[source]]\ntype = \"stdin\"\n\n[[operator]]\nid = \"reminder\"\n\
+             {field} = \"{}\"\nkey_by = \"key\"\n\n[[sink]]\ntype = \"jsonl\"\npath = \"{}\"\n",
+            s(operator),
+            s(&out)
+        ),
+    )
+    .unwrap();
+    let mut child = weir()
+        .args(["run", s(&pipeline)])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"key\":\"a\"}\n{\"key\":\"b\"}\n{\"key\":\"a\"}\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let (want_a, want_b) = (r#"{"key":"a","notes":2}"#, r#"{"key":"b","notes":1}"#);
+    let lines = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.iter().any(|l| l == want_a) && lines.iter().any(|l| l == want_b) {
+            break lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: no reminders: {text:?}",
+            operator.display()
+        );
+        assert!(child.try_wait().unwrap().is_none(), "weir stopped early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    lines
+}

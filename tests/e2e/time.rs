@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use crate::support::{Rng, read_jsonl, repo, run_ok, s};
+use crate::support::{Rng, read_jsonl, reminders_on_the_wall_clock, repo, run_ok, s};
 
 /// Runs an example's pipeline as it is (outputs under its `out/`) and
 /// compares each output file with its expected file.
@@ -402,66 +402,19 @@ path = "alerts.jsonl"
 /// Processing-time timers fire on the wall clock while the input is open.
 #[test]
 fn processing_time_timers_fire_on_the_wall_clock() {
-    let dir = tempfile::tempdir().unwrap();
-    let pipeline = dir.path().join("pipeline.toml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            r#"[[source]]
-type = "stdin"
-[[operator]]
-id = "reminder"
-crate = "{}"
-key_by = "key"
-[[sink]]
-type = "jsonl"
-path = "reminders.jsonl"
-"#,
-            repo().join("tests/fixtures/reminder").display()
-        ),
-    )
-    .unwrap();
-    let mut child = crate::support::weir()
-        .args(["run", s(&pipeline)])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    use std::io::Write;
-    stdin
-        .write_all(b"{\"key\":\"a\"}\n{\"key\":\"b\"}\n{\"key\":\"a\"}\n")
-        .unwrap();
-    stdin.flush().unwrap();
-    let out = dir.path().join("reminders.jsonl");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let lines = reminders_on_the_wall_clock("crate", &repo().join("tests/fixtures/reminder"));
     // Two timers of one key at the same millisecond are one timer (as in
     // Flink), so `a` is reminded once or twice; its last reminder counts 2.
     let want_a = r#"{"key":"a","notes":2}"#;
     let want_b = r#"{"key":"b","notes":1}"#;
-    loop {
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        if lines.contains(&want_a) && lines.contains(&want_b) {
-            let others: Vec<&&str> = lines
-                .iter()
-                .filter(|l| ![want_a, want_b].contains(l))
-                .collect();
-            assert!(
-                others.iter().all(|l| **l == r#"{"key":"a","notes":1}"#),
-                "{text}"
-            );
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no reminders: {text:?}"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "weir stopped early");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    drop(stdin);
-    assert!(child.wait().unwrap().success());
+    let others: Vec<&String> = lines
+        .iter()
+        .filter(|l| ![want_a, want_b].contains(&l.as_str()))
+        .collect();
+    assert!(
+        others.iter().all(|l| *l == r#"{"key":"a","notes":1}"#),
+        "{lines:?}"
+    );
 }
 
 /// Timers belong to the key's state in the host: a window whose timer was
