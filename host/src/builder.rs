@@ -17,8 +17,8 @@ pub const GUEST_TARGET: &str = "wasm32-wasip2";
 /// says: whole-program (fat LTO, one codegen unit), so the SDK's record
 /// reading and writing inlines into the operator. Fewer calls also means
 /// fewer of the epoch checks wasmtime puts at every function entry. A `weir
-/// run` of 4 M Nexmark q1 events on one core: 5.2 -> 5.9 M events/s; the
-/// link takes about a second longer per crate.
+/// run` of 4 M Nexmark q1 events on one core: 5.2 -> 5.9 M events/s.
+/// Rebuilding the q1 crate after an edit took 1.16 s instead of 0.88 s.
 const GUEST_PROFILE: [&str; 4] = [
     "--config",
     "profile.release.lto=true",
