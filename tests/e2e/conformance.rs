@@ -808,7 +808,7 @@ fn random_post(rng: &mut Rng) -> String {
             let mut tags: Vec<&str> = (0..rng.below(5)).map(|_| *rng.pick(TAGS)).collect();
             if n == 4 && !tags.is_empty() {
                 let at = rng.below(tags.len() as u64) as usize;
-                tags[at] = rng.pick(ODD_TAGS);
+                tags[at] = *rng.pick(ODD_TAGS);
             }
             fields.push(format!(r#""tags":[{}]"#, tags.join(",")));
         }
