@@ -3,8 +3,8 @@
 //! size, compile time and instantiation time (instance + `init`).
 //!
 //! `cargo bench -p weir --bench languages` (pin to one core: `taskset -c 0`).
-//! Needs componentize-py, componentize-js and clang-14 with wasi-libc, as the
-//! conformance tests do.
+//! Builds each operator with the tools `weir` installs on first use
+//! (componentize-py, componentize-js, zig cc), as the conformance tests do.
 
 use arrow::array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -1,7 +1,8 @@
 //! Building operator projects into components: Rust crates with cargo, as
 //! `spin up --build` does; Python apps with componentize-py, JavaScript
 //! modules with componentize-js, and C files with clang and wasi-libc, each
-//! with the SDK and WIT that `weir` carries.
+//! with the SDK and WIT that `weir` carries. The tools come from
+//! [`crate::toolchain`], which installs them on first use.
 //!
 //! Cargo decides what is stale (the crate, the SDK, any dependency), so a
 //! fresh component costs one no-op `cargo build` (a fraction of a second).
@@ -10,8 +11,9 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The compilation target of operator components.
-pub const GUEST_TARGET: &str = "wasm32-wasip2";
+use crate::toolchain::{
+    COMPONENTIZE_JS_VERSION, COMPONENTIZE_PY_VERSION, RUST_TARGET as GUEST_TARGET, ZIG_VERSION,
+};
 
 /// How operator crates are optimized, whatever their own release profile
 /// says: whole-program (fat LTO, one codegen unit), so the SDK's record
@@ -28,9 +30,11 @@ const GUEST_PROFILE: [&str; 4] = [
 
 /// Builds a guest crate if cargo finds it stale and returns its `.wasm` path.
 ///
+/// Adds the `wasm32-wasip2` target first when the toolchain lacks it.
+///
 /// # Errors
-/// When the crate has no readable `Cargo.toml`, or cargo fails; the message
-/// says how to install the target when that is what is missing.
+/// When the crate has no readable `Cargo.toml`, the target cannot be added,
+/// or cargo fails.
 pub fn build_crate(crate_dir: &Path) -> Result<PathBuf> {
     let manifest = crate_dir.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest)
@@ -44,6 +48,7 @@ pub fn build_crate(crate_dir: &Path) -> Result<PathBuf> {
     else {
         bail!("`{}` has no `package.name`", manifest.display());
     };
+    crate::toolchain::rust_target(crate_dir)?;
     let target_dir = target_dir(&manifest)?;
     let wasm = target_dir
         .join(GUEST_TARGET)
@@ -59,14 +64,6 @@ pub fn build_crate(crate_dir: &Path) -> Result<PathBuf> {
         .context("cannot run `cargo`: is the Rust toolchain installed?")?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if stderr.contains("target may not be installed")
-            || stderr.contains("can't find crate for `std`")
-        {
-            bail!(
-                "building `{name}` needs the `{GUEST_TARGET}` Rust target; install it with \
-                 `rustup target add {GUEST_TARGET}`"
-            );
-        }
         bail!("building `{name}` failed:\n{stderr}");
     }
     if !wasm.exists() {
@@ -113,16 +110,6 @@ fn target_dir(manifest: &Path) -> Result<PathBuf> {
         .context("`cargo metadata` gave no target directory")
 }
 
-/// The componentize-py release Python operators are built with (from PyPI).
-pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
-
-/// The componentize-js release JavaScript operators are built with (from npm).
-pub const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
-
-/// The preview2-shim release installed beside componentize-js, which runs it
-/// without declaring it as a dependency.
-pub const PREVIEW2_SHIM_VERSION: &str = "0.25.0";
-
 /// The language of an operator project folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Language {
@@ -132,8 +119,8 @@ pub enum Language {
     Python,
     /// A JavaScript module (`app.js` with a `package.json`), built by componentize-js.
     JavaScript,
-    /// C files (`app.c`), built by clang with wasi-libc into a core module
-    /// that `weir` makes a component.
+    /// C files (`app.c`), built by clang (`zig cc`) with wasi-libc into a
+    /// core module that `weir` makes a component.
     C,
 }
 
@@ -166,8 +153,8 @@ impl Language {
 /// if it changed since its last build, and returns its component file.
 ///
 /// # Errors
-/// When the folder is no operator project, its build tool is missing (the
-/// message gives the install command) or the build fails.
+/// When the folder is no operator project, its build tool is missing and
+/// cannot be installed (the message names what is missing) or the build fails.
 pub fn build_operator(dir: &Path) -> Result<PathBuf> {
     match Language::of(dir)? {
         Language::Rust => build_crate(dir),
@@ -249,12 +236,13 @@ fn build_python(dir: &Path) -> Result<PathBuf> {
     // componentize-py reads one folder tree: the app's modules are copied
     // beside the SDK and the entry module.
     files.extend(project_sources(dir, &["py"], "py", |text, _| text)?);
+    let tool = crate::toolchain::componentize_py()?;
     build_with_tool(
         dir,
         &files,
-        &format!("componentize-py {COMPONENTIZE_PY_VERSION}"),
+        &tool.pin(&format!("componentize-py {COMPONENTIZE_PY_VERSION}")),
         |build, out| {
-            let mut cmd = Command::new(tool("WEIR_COMPONENTIZE_PY", "componentize-py", dir));
+            let mut cmd = tool.command();
             cmd.arg("-d")
                 .arg(build.join("wit"))
                 .args(["-w", "operator-component", "componentize", "-p"])
@@ -264,10 +252,7 @@ fn build_python(dir: &Path) -> Result<PathBuf> {
                 .arg(out);
             cmd
         },
-        &format!(
-            "building Python operators needs componentize-py; install it with \
-             `pip install componentize-py=={COMPONENTIZE_PY_VERSION}`"
-        ),
+        &tool.not_runnable("building Python operators needs componentize-py"),
     )
 }
 
@@ -328,12 +313,13 @@ fn build_js(dir: &Path) -> Result<PathBuf> {
                 .replace("'weir-operator'", &format!("'{up}weir-operator.js'"))
         },
     )?);
+    let tool = crate::toolchain::componentize_js()?;
     build_with_tool(
         dir,
         &files,
-        &format!("componentize-js {COMPONENTIZE_JS_VERSION}"),
+        &tool.pin(&format!("componentize-js {COMPONENTIZE_JS_VERSION}")),
         |build, out| {
-            let mut cmd = Command::new(tool("WEIR_COMPONENTIZE_JS", "componentize-js", dir));
+            let mut cmd = tool.command();
             // The operator needs no WASI HTTP: leaving it out keeps the
             // component linkable by the sandbox, which offers none.
             cmd.arg(build.join("src").join("__weir_entry.js"))
@@ -351,26 +337,13 @@ fn build_js(dir: &Path) -> Result<PathBuf> {
                 .arg(out);
             cmd
         },
-        &format!(
-            "building JavaScript operators needs componentize-js; install it in the operator \
-             folder (or a parent) with `npm install --save-dev \
-             @bytecodealliance/componentize-js@{COMPONENTIZE_JS_VERSION} \
-             @bytecodealliance/preview2-shim@{PREVIEW2_SHIM_VERSION}`"
-        ),
+        &tool.not_runnable("building JavaScript operators needs componentize-js"),
     )
 }
 
 /// The module componentize-js starts from: the app declares its operator,
 /// the SDK exports it.
 const JS_ENTRY: &str = "import \"./app.js\";\nexport { operator } from \"../weir-operator.js\";\n";
-
-/// The clang C operators are built with (Debian's package name and binary).
-pub const C_COMPILER: &str = "clang-14";
-
-/// The command that installs what a C build needs: clang, the WebAssembly
-/// linker, wasi-libc (a preview1 sysroot) and the compiler's builtins for it.
-pub const C_TOOLCHAIN_INSTALL: &str = "apt-get install -y --no-install-recommends clang-14 \
-     lld-14 wasi-libc libclang-rt-14-dev-wasm32";
 
 /// The C SDK and the JSON library it reads and builds records with,
 /// compiled into `weir` like the Python and JavaScript ones.
@@ -398,7 +371,8 @@ const C_SDK: [(&str, &str); 5] = [
 ];
 
 /// What clang prints when a part of the toolchain rather than the project
-/// is missing: wasi-libc's headers or start files, the linker, the builtins.
+/// is missing: wasi-libc's headers or start files, the linker, the builtins
+/// (only a `$WEIR_CLANG` of the user's can lack them).
 const C_TOOLCHAIN_MISSING: [&str; 5] = [
     "'stdlib.h' file not found",
     "crt1-reactor.o",
@@ -512,18 +486,20 @@ fn build_c(dir: &Path) -> Result<PathBuf> {
         .collect();
     let finish =
         |stage: &Path, out: &Path| c_component(&resolve, world, &stage.join("core.wasm"), out);
-    let missing = format!(
-        "building C operators needs clang 14 and wasi-libc; install them with \
-         `{C_TOOLCHAIN_INSTALL}`"
+    let tool = crate::toolchain::c_compiler()?;
+    let missing = tool.not_runnable(
+        "building C operators needs clang with a wasm32-wasi sysroot (wasi-libc), its linker \
+         and builtins",
     );
     build_staged(
         dir,
         &files,
         &format!(
-            "{C_COMPILER} wasm32-wasi, wit-bindgen-c 0.61.1, wit-component 0.258.3, adapter 48.0.8"
+            "{} wasm32-wasi, wit-bindgen-c 0.61.1, wit-component 0.258.3, adapter 48.0.8",
+            tool.pin(&format!("zig {ZIG_VERSION}"))
         ),
         |build, _out| {
-            let mut cmd = Command::new(tool("WEIR_CLANG", C_COMPILER, dir));
+            let mut cmd = tool.command();
             // A reactor: no `main`, the exports are called many times.
             cmd.args([
                 "--target=wasm32-wasi",
@@ -564,22 +540,6 @@ fn wit_name(name: &str) -> &'static str {
     }
 }
 
-/// The build tool: `$VAR` if set, else `node_modules/.bin/NAME` in `dir` or
-/// a parent of it, else `NAME` on the `PATH`.
-fn tool(var: &str, name: &str, dir: &Path) -> std::ffi::OsString {
-    if let Some(path) = std::env::var_os(var) {
-        return path;
-    }
-    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    for folder in absolute.ancestors() {
-        let candidate = folder.join("node_modules").join(".bin").join(name);
-        if candidate.is_file() {
-            return candidate.into_os_string();
-        }
-    }
-    name.into()
-}
-
 /// Writes `files` under `dir/.weir`, and runs the build `command(build_dir,
 /// out)` unless the project, the SDK and the tool are what the last build used.
 fn build_with_tool(
@@ -587,7 +547,7 @@ fn build_with_tool(
     files: &[(String, String)],
     tool_pin: &str,
     command: impl FnOnce(&Path, &Path) -> Command,
-    missing_tool: &str,
+    missing_tool: &anyhow::Error,
 ) -> Result<PathBuf> {
     build_staged(dir, files, tool_pin, command, ToolChecks::new(missing_tool))
 }
@@ -599,8 +559,8 @@ type FinishStep<'a> = &'a dyn Fn(&Path, &Path) -> Result<()>;
 /// How a build tells a missing toolchain from a failed build, and what it
 /// does after the tool ran.
 struct ToolChecks<'a> {
-    /// The one-line error, with the install command, for a missing tool.
-    missing_tool: &'a str,
+    /// The one-line error for a tool that cannot be run.
+    missing_tool: &'a anyhow::Error,
     /// Texts of the tool's output that mean a part of the toolchain (a
     /// library, a linker) is missing rather than the project being wrong.
     missing_markers: &'a [&'a str],
@@ -610,7 +570,7 @@ struct ToolChecks<'a> {
 }
 
 impl<'a> ToolChecks<'a> {
-    fn new(missing_tool: &'a str) -> Self {
+    fn new(missing_tool: &'a anyhow::Error) -> Self {
         ToolChecks {
             missing_tool,
             missing_markers: &[],

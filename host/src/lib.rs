@@ -27,6 +27,7 @@ pub mod runtime;
 pub mod scaffold;
 pub mod sinks;
 pub mod sources;
+pub mod toolchain;
 pub mod wasm;
 
 pub use wasm::{OperatorInstance, PreparedOperator, WasmEngine};

@@ -12,6 +12,7 @@ use weir::control::client::{AdminClient, DEFAULT_ADMIN};
 use weir::control::{DeployReport, OperatorStatus, admin, watch};
 use weir::operators::{component_files, prepare_all};
 use weir::scaffold::new_project;
+use weir::toolchain::Toolchain;
 use weir::{WasmEngine, runtime};
 
 /// mimalloc instead of the system allocator: a run allocates and frees
@@ -93,9 +94,24 @@ enum Command {
         #[arg(long, value_enum, default_value = "rust")]
         lang: Lang,
     },
+    /// Manage the build tools of operator languages, which weir installs into its cache folder.
+    Toolchain {
+        #[command(subcommand)]
+        action: ToolchainAction,
+    },
 }
 
-/// The languages `weir new` writes.
+#[derive(Subcommand)]
+enum ToolchainAction {
+    /// Install them now rather than on the first build (all languages unless some are named).
+    Install {
+        /// The languages whose tools to install.
+        #[arg(value_enum)]
+        languages: Vec<Lang>,
+    },
+}
+
+/// The languages `weir new` writes and `weir toolchain install` sets up.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Lang {
     Rust,
@@ -243,13 +259,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::New { path, lang } => {
-            let language = match lang {
-                Lang::Rust => Language::Rust,
-                Lang::Python => Language::Python,
-                Lang::Js => Language::JavaScript,
-                Lang::C => Language::C,
-            };
-            let test = new_project(&path, language)?;
+            let test = new_project(&path, lang.language())?;
             println!("created {}; in it:", path.display());
             if matches!(lang, Lang::Js | Lang::C) {
                 println!("  {test}");
@@ -259,6 +269,39 @@ fn run(cli: Cli) -> Result<()> {
                 println!("  {test}");
             }
             Ok(())
+        }
+        Command::Toolchain {
+            action: ToolchainAction::Install { languages },
+        } => {
+            let toolchains = if languages.is_empty() {
+                Toolchain::ALL.to_vec()
+            } else {
+                languages.iter().map(|lang| lang.toolchain()).collect()
+            };
+            for toolchain in toolchains {
+                println!("{}", toolchain.install()?);
+            }
+            Ok(())
+        }
+    }
+}
+
+impl Lang {
+    fn language(self) -> Language {
+        match self {
+            Lang::Rust => Language::Rust,
+            Lang::Python => Language::Python,
+            Lang::Js => Language::JavaScript,
+            Lang::C => Language::C,
+        }
+    }
+
+    fn toolchain(self) -> Toolchain {
+        match self {
+            Lang::Rust => Toolchain::Rust,
+            Lang::Python => Toolchain::Python,
+            Lang::Js => Toolchain::JavaScript,
+            Lang::C => Toolchain::C,
         }
     }
 }

@@ -4,9 +4,7 @@
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
-use crate::builder::{
-    C_TOOLCHAIN_INSTALL, COMPONENTIZE_JS_VERSION, Language, PREVIEW2_SHIM_VERSION,
-};
+use crate::builder::Language;
 
 /// The sample input of every new project.
 const INPUT: &str = r#"{"user":"  Ada ","clicks":3}
@@ -172,17 +170,6 @@ filterMap(function clicks(event) {
 });
 "#;
 
-const JS_PACKAGE: &str = r#"{
-  "name": "{name}",
-  "private": true,
-  "type": "module",
-  "devDependencies": {
-    "@bytecodealliance/componentize-js": "{componentize_js}",
-    "@bytecodealliance/preview2-shim": "{preview2_shim}"
-  }
-}
-"#;
-
 const C_APP: &str = r#"/* Normalises user names, drops events without clicks and dead-letters
  * events with negative clicks. */
 #include <ctype.h>
@@ -277,21 +264,13 @@ pub fn new_project(dir: &Path, language: Language) -> Result<String> {
         }
         Language::JavaScript => (
             "JavaScript",
-            "(cd operator && npm install)   # the build tool, componentize-js, once".to_owned(),
-            vec![
-                ("operator/app.js", JS_APP.to_owned()),
-                (
-                    "operator/package.json",
-                    JS_PACKAGE
-                        .replace("{name}", name)
-                        .replace("{componentize_js}", COMPONENTIZE_JS_VERSION)
-                        .replace("{preview2_shim}", PREVIEW2_SHIM_VERSION),
-                ),
-            ],
+            "weir toolchain install js   # componentize-js, ahead of the first build".to_owned(),
+            vec![("operator/app.js", JS_APP.to_owned())],
         ),
         Language::C => (
             "C",
-            format!("{C_TOOLCHAIN_INSTALL}   # the build tools, clang and wasi-libc, once"),
+            "weir toolchain install c   # zig cc and wasi-libc, ahead of the first build"
+                .to_owned(),
             vec![("operator/app.c", C_APP.to_owned())],
         ),
     };

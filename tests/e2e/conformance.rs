@@ -37,13 +37,6 @@ const FRAUD: [&str; 4] = [
     "fraud-detection-c",
 ];
 
-/// The componentize-js that CI installs (`npm ci` in `etl-cleanse-js`);
-/// every JavaScript operator is built with it, so the other examples need
-/// no `node_modules` of their own.
-fn componentize_js() -> PathBuf {
-    repo().join("examples/etl-cleanse-js/operator/node_modules/.bin/componentize-js")
-}
-
 /// Runs `examples/{example}/pipeline.toml` on `input` (its own input when
 /// `None`) and returns the output and dead-letter files' text.
 fn run_example(example: &str, input: Option<&Path>) -> (String, String) {
@@ -61,12 +54,7 @@ fn run_example(example: &str, input: Option<&Path>) -> (String, String) {
     if let Some(input) = input {
         args.extend(["--input", s(input)]);
     }
-    let output = weir()
-        .args(&args)
-        .current_dir(repo())
-        .env("WEIR_COMPONENTIZE_JS", componentize_js())
-        .output()
-        .unwrap();
+    let output = weir().args(&args).current_dir(repo()).output().unwrap();
     assert!(
         output.status.success(),
         "weir {args:?} failed:\n{}",
@@ -345,11 +333,7 @@ fn python_counter_v2_hot_swaps_in_for_rust_v1() {
 fn javascript_counter_v2_hot_swaps_in_for_rust_v1() {
     // Built with the toolchain CI installed for etl-cleanse-js.
     let dir = repo().join("examples/hot-swap/counter-v2-js");
-    let output = weir()
-        .args(["build", s(&dir)])
-        .env("WEIR_COMPONENTIZE_JS", componentize_js())
-        .output()
-        .unwrap();
+    let output = weir().args(["build", s(&dir)]).output().unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -391,35 +375,28 @@ fn hot_swap_rust_v1_for(v2: &Path) {
     check_output(&records, fed_rounds, v2_from_round);
 }
 
-#[test]
-fn a_missing_build_tool_is_one_error_with_its_install_command() {
-    for (example, var, install) in [
-        (
-            "etl-cleanse-py",
-            "WEIR_COMPONENTIZE_PY",
-            "pip install componentize-py==0.25.1",
-        ),
-        (
-            "etl-cleanse-js",
-            "WEIR_COMPONENTIZE_JS",
-            "npm install --save-dev @bytecodealliance/componentize-js@0.23.0",
-        ),
-        (
-            "etl-cleanse-c",
-            "WEIR_CLANG",
-            "apt-get install -y --no-install-recommends clang-14 lld-14 wasi-libc \
-             libclang-rt-14-dev-wasm32",
-        ),
-    ] {
-        // A copy, so the example's own build is not reused.
-        let dir = tempfile::tempdir().unwrap();
-        let from = repo().join("examples").join(example).join("operator");
-        for entry in std::fs::read_dir(&from).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-            }
+/// A copy of `examples/{example}/operator` in a new folder, so the
+/// example's own build is not reused.
+fn operator_copy(example: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let from = repo().join("examples").join(example).join("operator");
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
         }
+    }
+    dir
+}
+
+#[test]
+fn a_build_tool_override_that_does_not_run_is_one_error_naming_it() {
+    for (example, var) in [
+        ("etl-cleanse-py", "WEIR_COMPONENTIZE_PY"),
+        ("etl-cleanse-js", "WEIR_COMPONENTIZE_JS"),
+        ("etl-cleanse-c", "WEIR_CLANG"),
+    ] {
+        let dir = operator_copy(example);
         let output = weir()
             .args(["build", s(dir.path())])
             .env(var, "/nonexistent/build-tool")
@@ -427,9 +404,76 @@ fn a_missing_build_tool_is_one_error_with_its_install_command() {
             .unwrap();
         assert!(!output.status.success());
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(install), "{example}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "`${var}` names `/nonexistent/build-tool`, which does not work here; unset it \
+                 to use the one weir installs"
+            )),
+            "{example}: {stderr}"
+        );
         assert_eq!(stderr.trim().lines().count(), 1, "{example}: {stderr}");
     }
+}
+
+#[test]
+fn a_build_tool_that_cannot_be_installed_is_one_error_naming_what_is_missing() {
+    // A new cache folder, so the tools must be installed, and a PATH
+    // without python3 or npm to install them with.
+    let cache = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let no_python = "`python3` is not on the PATH; it is needed to make a private virtual \
+                     environment (Python 3 with `venv`; Debian: python3-venv)";
+    for (example, missing) in [
+        (
+            "etl-cleanse-py",
+            format!("error: cannot install componentize-py 0.25.1: {no_python}"),
+        ),
+        (
+            "etl-cleanse-js",
+            "error: cannot install componentize-js 0.23.0: `npm` is not on the PATH; it is \
+             needed to install it (Node.js 18 or later)"
+                .to_owned(),
+        ),
+        (
+            "etl-cleanse-c",
+            format!("error: cannot install zig 0.15.2 (clang and wasi-libc): {no_python}"),
+        ),
+    ] {
+        let dir = operator_copy(example);
+        let output = weir()
+            .args(["build", s(dir.path())])
+            .env("WEIR_CACHE_DIR", cache.path())
+            .env("PATH", empty.path())
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&missing), "{example}: {stderr}");
+        assert!(
+            stderr.contains("weir: installing"),
+            "{example}: the progress line is missing: {stderr}"
+        );
+        // Nothing counts as installed after a failed install.
+        let installed: Vec<_> = walk(cache.path())
+            .into_iter()
+            .filter(|p| p.ends_with(".installed"))
+            .collect();
+        assert!(installed.is_empty(), "{example}: {installed:?}");
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 #[test]
@@ -604,7 +648,6 @@ fn run_pipeline(pipeline: &Path, files: &[&Path]) -> Vec<String> {
     let output = weir()
         .args(["run", s(pipeline)])
         .current_dir(repo())
-        .env("WEIR_COMPONENTIZE_JS", componentize_js())
         .output()
         .unwrap();
     assert!(
@@ -1003,6 +1046,38 @@ fn c_processing_time_timers_fire_as_rust_ones_do() {
             1,
             "{}: {lines:?}",
             operator.display()
+        );
+    }
+}
+
+#[test]
+fn the_python_sdk_and_operators_pass_their_unit_tests_in_cpython() {
+    let sdk = repo().join("guest-sdk/python");
+    let mut runs = vec![(
+        sdk.clone(),
+        vec!["-m", "unittest", "discover", "-s", "tests", "-t", "."],
+    )];
+    for dir in [
+        "examples/etl-cleanse-py/operator",
+        "examples/sales-by-product-py/operator",
+        "examples/hot-swap/counter-v2-py",
+    ] {
+        runs.push((repo().join(dir), vec!["-m", "unittest"]));
+    }
+    for (dir, args) in runs {
+        let output = std::process::Command::new("python3")
+            .args(&args)
+            .current_dir(&dir)
+            .env("PYTHONPATH", &sdk)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{}: {stderr}", dir.display());
+        // unittest passes with no tests found, so each run must have some.
+        assert!(
+            stderr.contains("\nOK") && !stderr.contains("Ran 0 tests"),
+            "{}: {stderr}",
+            dir.display()
         );
     }
 }

@@ -57,20 +57,12 @@ fn new_python_project_runs_and_passes_its_test() {
 #[test]
 fn new_javascript_project_runs() {
     let dir = tempfile::tempdir().unwrap();
-    // The toolchain CI installed for etl-cleanse-js, instead of `npm install`.
-    let tool = repo().join("examples/etl-cleanse-js/operator/node_modules/.bin/componentize-js");
-    new_and_run(
-        dir.path(),
-        "clicks-js",
-        "js",
-        &[("WEIR_COMPONENTIZE_JS", s(&tool))],
-    );
+    new_and_run(dir.path(), "clicks-js", "js", &[]);
 }
 
 #[test]
 fn new_c_project_runs() {
     let dir = tempfile::tempdir().unwrap();
-    // Built with the clang and wasi-libc CI installs from Debian.
     new_and_run(dir.path(), "clicks-c", "c", &[]);
 }
 

@@ -87,6 +87,7 @@ impl Rng {
 /// Builds workspace crate `package` for the guest target and returns its
 /// component (cargo's file name keeps the package's dashes).
 pub fn build_wasm(package: &str) -> PathBuf {
+    weir::toolchain::rust_target(&repo()).expect("the guest target is there or can be added");
     let status = Command::new(env!("CARGO"))
         .args([
             "build",

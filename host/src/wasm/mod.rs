@@ -10,7 +10,7 @@
 // Generated from `wit/`, whose doc comments are the documentation.
 #[allow(missing_docs)]
 mod bindings;
-mod cache;
+pub(crate) mod cache;
 mod convert;
 mod engine;
 mod host_state;
