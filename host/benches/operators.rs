@@ -18,19 +18,23 @@ use std::sync::Arc;
 
 use weir::config::Limits;
 use weir::sources::nexmark::{NexmarkConfig, NexmarkGenerator};
-use weir::wasm::{KeyGroupArg, MapStore};
+use weir::wasm::{CpuLimit, KeyGroupArg, MapStore};
 use weir::{OperatorInstance, WasmEngine};
 use weir_guest::abi::types as sdk;
 
 const ROWS: usize = 1024;
 
 fn instance(crate_dir: &str) -> OperatorInstance {
+    instance_with(crate_dir, CpuLimit::Epoch)
+}
+
+fn instance_with(crate_dir: &str, cpu_limit: CpuLimit) -> OperatorInstance {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join(crate_dir);
     let wasm = weir::builder::build_crate(&dir).expect("the operator builds");
     let bytes = std::fs::read(wasm).expect("the component is readable");
-    let engine = WasmEngine::with_cache_dir(None).expect("engine");
+    let engine = WasmEngine::with_cpu_limit(None, cpu_limit).expect("engine");
     let prepared = engine
         .prepare(crate_dir, 1, &bytes)
         .expect("a valid component");
@@ -252,5 +256,25 @@ fn sales(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, q1, sales);
+/// What stopping long calls costs on q1: epoch interruption (what weir
+/// runs), fuel metering, and no limit at all, in the same run.
+fn cpu_limit(c: &mut Criterion) {
+    let batch = nexmark_batch();
+    let mut maps = MapStore::new();
+    let mut group = c.benchmark_group("q1 cpu limit");
+    group.throughput(Throughput::Elements(ROWS as u64));
+    for (name, limit) in [
+        ("epoch", CpuLimit::Epoch),
+        ("fuel", CpuLimit::Fuel),
+        ("off", CpuLimit::Off),
+    ] {
+        let mut wasm = instance_with("examples/nexmark/operators/q1", limit);
+        group.bench_function(name, |b| {
+            b.iter(|| wasm.process(&batch, None, &[], &mut maps).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, q1, sales, cpu_limit);
 criterion_main!(benches);

@@ -193,6 +193,9 @@ pub struct OperatorConfig {
     /// Limits of each instance.
     #[serde(default)]
     pub limits: Limits,
+    /// What happens when the operator keeps failing.
+    #[serde(default)]
+    pub on_failure: FailurePolicy,
 }
 
 fn one() -> usize {
@@ -209,6 +212,31 @@ pub struct Limits {
     /// Longest a single call (one batch) may run, e.g. "2s" (default 2s).
     #[serde(default = "default_call_timeout", with = "humantime_serde_compat")]
     pub call_timeout: std::time::Duration,
+    /// Most records a call may emit per input record (default 1,000): a
+    /// record that makes the operator emit more is dead-lettered, and what
+    /// it emitted is dropped.
+    #[serde(default = "default_max_output_per_record")]
+    pub max_output_per_record: usize,
+    /// Most elements an instance's tables (function references) may grow
+    /// to, all tables together (default 1,000,000).
+    #[serde(default = "default_max_table_elements")]
+    pub max_table_elements: usize,
+    /// WASI capabilities granted beyond none (default none). Files,
+    /// sockets and the environment are never granted.
+    #[serde(default)]
+    pub allow: Vec<Capability>,
+}
+
+/// A WASI capability an operator may be granted. Without it, its clocks
+/// stand at 0 and its random bytes are a fixed sequence: WASI has no way to
+/// refuse them, and an operator that gets neither is deterministic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    /// The wall clock and the monotonic clock of the host.
+    Clocks,
+    /// The host's random numbers.
+    Random,
 }
 
 impl Default for Limits {
@@ -216,8 +244,70 @@ impl Default for Limits {
         Self {
             memory_mib: default_memory_mib(),
             call_timeout: default_call_timeout(),
+            max_output_per_record: default_max_output_per_record(),
+            max_table_elements: default_max_table_elements(),
+            allow: Vec::new(),
         }
     }
+}
+
+/// How many failures an operator may have in a span of time, and what
+/// happens past that: Flink's failure-rate strategy. A failure is a record
+/// (or a timer) that made the guest trap, run out of time or memory, or a
+/// batch the operator refused whole; records it rejects are data, not
+/// failures. Each failure's record is dead-lettered whatever the policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailurePolicy {
+    /// Failures allowed within `within` (default 100).
+    #[serde(default = "default_max_failures")]
+    pub max_failures: usize,
+    /// The span failures are counted over, e.g. "1m" (default 1m).
+    #[serde(default = "default_failure_span", with = "humantime_serde_compat")]
+    pub within: std::time::Duration,
+    /// What happens at the failure after `max_failures`.
+    #[serde(default)]
+    pub then: FailureAction,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        Self {
+            max_failures: default_max_failures(),
+            within: default_failure_span(),
+            then: FailureAction::default(),
+        }
+    }
+}
+
+fn default_max_failures() -> usize {
+    100
+}
+
+fn default_failure_span() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+
+/// What an operator over its failure rate does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    /// Log a warning and go on (the default).
+    #[default]
+    Continue,
+    /// Stop taking input until `weir resume`: the operator's input backs
+    /// up, the rest of the pipeline goes on with what it has.
+    Pause,
+    /// Stop the pipeline with an error naming the operator.
+    Stop,
+}
+
+fn default_max_output_per_record() -> usize {
+    1000
+}
+
+fn default_max_table_elements() -> usize {
+    1_000_000
 }
 
 fn default_memory_mib() -> usize {

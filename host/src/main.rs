@@ -66,6 +66,14 @@ enum Command {
         #[arg(long, env = "WEIR_ADMIN", default_value = DEFAULT_ADMIN)]
         admin: SocketAddr,
     },
+    /// Let an operator that its `on_failure` policy paused go on.
+    Resume {
+        /// The operator id.
+        operator: String,
+        /// The running pipeline's admin address.
+        #[arg(long, env = "WEIR_ADMIN", default_value = DEFAULT_ADMIN)]
+        admin: SocketAddr,
+    },
     /// Show what runs in a running pipeline: versions, records, state, refusals.
     Status {
         /// Print JSON instead of a table.
@@ -94,10 +102,30 @@ enum Command {
         #[arg(long, value_enum, default_value = "rust")]
         lang: Lang,
     },
+    /// Work with dead letters.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Manage the build tools of operator languages, which weir installs into its cache folder.
     Toolchain {
         #[command(subcommand)]
         action: ToolchainAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// Feed an operator's dead letters to it again in a running pipeline (after deploying a
+    /// fixed version, say); what it refuses again is dead-lettered again.
+    Replay {
+        /// The operator id; entries of other operators are left alone.
+        operator: String,
+        /// The dead-letter file.
+        file: PathBuf,
+        /// The running pipeline's admin address.
+        #[arg(long, env = "WEIR_ADMIN", default_value = DEFAULT_ADMIN)]
+        admin: SocketAddr,
     },
 }
 
@@ -200,6 +228,14 @@ fn run(cli: Cli) -> Result<()> {
             print_report(&report);
             Ok(())
         }
+        Command::Resume { operator, admin } => {
+            if AdminClient::new(admin).resume(&operator)? {
+                println!("{operator}: resumed");
+            } else {
+                println!("{operator}: was not paused");
+            }
+            Ok(())
+        }
         Command::Status { json, admin } => {
             let status = AdminClient::new(admin).status()?;
             if json {
@@ -270,6 +306,24 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Dlq {
+            action:
+                DlqAction::Replay {
+                    operator,
+                    file,
+                    admin,
+                },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read `{}`", file.display()))?;
+            let report = AdminClient::new(admin).replay(&operator, &text)?;
+            println!(
+                "{}: {} dead letters replayed ({} of other operators or sources left alone, {} \
+                 unreadable)",
+                report.operator, report.replayed, report.skipped, report.unreadable
+            );
+            Ok(())
+        }
         Command::Toolchain {
             action: ToolchainAction::Install { languages },
         } => {
@@ -326,6 +380,7 @@ fn status_table(operators: &[OperatorStatus]) -> String {
     let mut rows = vec![
         [
             "OPERATOR", "VERSION", "STATE", "HASH", "DEPLOYED", "ORIGIN", "IN", "OUT", "KEYS",
+            "FAILURES",
         ]
         .map(str::to_owned),
     ];
@@ -340,6 +395,11 @@ fn status_table(operators: &[OperatorStatus]) -> String {
             op.records_in.to_string(),
             op.records_out.to_string(),
             op.state_keys.to_string(),
+            if op.paused {
+                format!("{} (paused)", op.failures)
+            } else {
+                op.failures.to_string()
+            },
         ]);
     }
     let widths: Vec<usize> = (0..rows[0].len())

@@ -64,6 +64,8 @@ pub fn serve(control: Arc<Control>, address: SocketAddr) -> Result<AdminServer> 
         .route("/v1/status", get(status))
         .route("/v1/operators/{id}/deploy", post(deploy))
         .route("/v1/operators/{id}/rollback", post(rollback))
+        .route("/v1/operators/{id}/resume", post(resume))
+        .route("/v1/operators/{id}/replay", post(replay))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .with_state(control);
     let thread = std::thread::Builder::new()
@@ -107,6 +109,34 @@ async fn deploy(
 async fn rollback(State(control): State<Arc<Control>>, Path(id): Path<String>) -> Response {
     let outcome = tokio::task::spawn_blocking(move || control.rollback(&id)).await;
     answer(outcome)
+}
+
+async fn resume(State(control): State<Arc<Control>>, Path(id): Path<String>) -> Response {
+    match control.resume(&id) {
+        Ok(resumed) => {
+            Json(serde_json::json!({ "operator": id, "resumed": resumed })).into_response()
+        }
+        Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
+}
+
+async fn replay(
+    State(control): State<Arc<Control>>,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    // Sending waits while the operator's input is full: off the async threads.
+    let outcome = tokio::task::spawn_blocking(move || control.replay(&id, &body)).await;
+    match outcome {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e @ DeployError::UnknownOperator(..))) => error(StatusCode::NOT_FOUND, e),
+        Ok(Err(e)) => error(StatusCode::CONFLICT, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+fn error(code: StatusCode, e: impl std::fmt::Display) -> Response {
+    (code, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
 }
 
 fn answer(outcome: Result<Result<DeployReport, DeployError>, tokio::task::JoinError>) -> Response {

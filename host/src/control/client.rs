@@ -1,10 +1,11 @@
-//! The CLI's side of the admin API: `weir deploy`, `weir status`, `weir rollback`.
+//! The CLI's side of the admin API: `weir deploy`, `weir status`, `weir rollback`,
+//! `weir resume`, `weir dlq replay`.
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
 
-use super::{DeployReport, OperatorStatus};
+use super::{DeployReport, OperatorStatus, ReplayReport};
 
 /// The admin address the CLI uses when none is given.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9870";
@@ -43,6 +44,28 @@ impl AdminClient {
         let url = self.url(&format!("operators/{operator}/rollback"));
         let response = self.agent.post(&url).send_empty();
         self.answer(response)
+    }
+
+    /// Lets `operator` go on after its `on_failure` policy paused it;
+    /// false when it was not paused.
+    ///
+    /// # Errors
+    /// When there is no such operator or the pipeline cannot be reached.
+    pub fn resume(&self, operator: &str) -> Result<bool> {
+        let url = self.url(&format!("operators/{operator}/resume"));
+        let answer: serde_json::Value = self.answer(self.agent.post(&url).send_empty())?;
+        Ok(answer["resumed"].as_bool().unwrap_or(false))
+    }
+
+    /// Feeds the dead letters of `operator` in `dead_letters` (a dead-letter
+    /// file's text) to it again.
+    ///
+    /// # Errors
+    /// When there is no such operator, it has finished, or the pipeline
+    /// cannot be reached.
+    pub fn replay(&self, operator: &str, dead_letters: &str) -> Result<ReplayReport> {
+        let url = self.url(&format!("operators/{operator}/replay"));
+        self.answer(self.agent.post(&url).send(dead_letters))
     }
 
     /// Every operator's status.

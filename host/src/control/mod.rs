@@ -1,5 +1,6 @@
 //! The control plane of a running pipeline: deploy a new version of an
-//! operator, roll back, and report what runs.
+//! operator, roll back, pause and resume, replay dead letters, and report
+//! what runs.
 //!
 //! [`Control`] is what the admin HTTP API ([`admin`]) and the deploy-folder
 //! watcher ([`watch`]) call. A deploy validates, compiles and instantiates the
@@ -10,7 +11,10 @@
 
 pub mod admin;
 pub mod client;
+mod replay;
 pub mod watch;
+
+pub use replay::ReplayReport;
 
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
@@ -19,7 +23,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc::WeakSender;
 
 use crate::config::Limits;
-use crate::runtime::{Envelope, OperatorMetrics, SwapOrder, SwapReply, VersionStats};
+use crate::runtime::{Envelope, Failures, OperatorMetrics, SwapOrder, SwapReply, VersionStats};
 use crate::wasm::{OperatorInstance, PreparedOperator, StateKind, Tier, WasmEngine};
 
 /// Why a deploy or rollback did not happen.
@@ -102,6 +106,13 @@ pub struct OperatorStatus {
     pub first_batch_ms: Option<f64>,
     /// The last refused deploy, if any.
     pub last_refusal: Option<Refusal>,
+    /// Whether it is paused by its `on_failure` policy (`weir resume` lets it go on).
+    #[serde(default)]
+    pub paused: bool,
+    /// Its failures since the start of the run (records that trapped, ran
+    /// out of time or memory, batches refused whole).
+    #[serde(default)]
+    pub failures: u64,
 }
 
 /// The control plane of a running pipeline.
@@ -121,6 +132,7 @@ pub struct OperatorControl {
     /// Weak, so the control plane never keeps a finished pipeline open.
     workers: Vec<WeakSender<Envelope>>,
     metrics: Arc<OperatorMetrics>,
+    failures: Arc<Failures>,
     versions: Mutex<Versions>,
 }
 
@@ -144,6 +156,8 @@ pub struct OperatorSetup {
     pub state_version: u32,
     /// Its figures.
     pub stats: Arc<VersionStats>,
+    /// Its failures and pause gate, shared with its workers.
+    pub failures: Arc<Failures>,
 }
 
 /// What a hand-over did.
@@ -190,6 +204,7 @@ impl Control {
                 key_by: setup.key_by,
                 workers: setup.workers,
                 metrics: setup.metrics,
+                failures: setup.failures,
                 versions: Mutex::new(Versions {
                     history: vec![Version {
                         prepared: setup.prepared,
@@ -322,6 +337,19 @@ impl Control {
                 }
                 other => other,
             })
+    }
+
+    /// Lets an operator that its `on_failure` policy paused go on; false
+    /// when it was not paused.
+    ///
+    /// # Errors
+    /// [`DeployError::UnknownOperator`] when there is no operator `id`.
+    pub fn resume(&self, id: &str) -> Result<bool, DeployError> {
+        let resumed = self.operator(id)?.failures.resume();
+        if resumed {
+            tracing::warn!(operator = %id, "resumed");
+        }
+        Ok(resumed)
     }
 
     /// Every operator's status, in pipeline order.
@@ -528,6 +556,8 @@ impl OperatorControl {
                 .filter(|_| swapped)
                 .map(|t| ms(t.saturating_duration_since(active.requested_at))),
             last_refusal: versions.last_refusal.clone(),
+            paused: self.failures.is_paused(),
+            failures: self.failures.total(),
         }
     }
 }

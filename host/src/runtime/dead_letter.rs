@@ -70,7 +70,10 @@ impl DeadLetters {
             .out
             .lock()
             .map_err(|_| anyhow::anyhow!("dead-letter writer poisoned"))?;
+        // Written through at once: a dead letter is rare, and `weir dlq
+        // replay` may read the file while the run goes on.
         out.write_all(&line)
+            .and_then(|()| out.flush())
             .context("cannot write the dead-letter output")?;
         self.count.fetch_add(1, Ordering::Relaxed);
         Ok(())

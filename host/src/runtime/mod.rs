@@ -2,6 +2,7 @@
 //! joined by bounded channels.
 
 mod dead_letter;
+mod failures;
 mod keys;
 mod message;
 mod metrics;
@@ -12,6 +13,7 @@ mod timers;
 mod worker;
 
 pub use dead_letter::{DeadLetter, DeadLetters};
+pub use failures::{Failures, Verdict};
 pub use keys::{KeyGroups, group_rows, partition_of, row_keys};
 pub use message::{END_OF_TIME, Envelope, Message, RowTimes};
 pub use metrics::{OperatorMetrics, Progress, RunMetrics, human};

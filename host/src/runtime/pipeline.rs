@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{WeakSender, channel};
 
 use super::dead_letter::DeadLetters;
+use super::failures::Failures;
 use super::message::Envelope;
 use super::metrics::{OperatorMetrics, Progress, RunMetrics};
 use super::route::{CHANNEL_CAPACITY, Route};
@@ -223,6 +224,7 @@ pub fn start(
         let config_json = serde_json::to_string(&op.config.clone().unwrap_or_default())
             .context("operator config is not representable as JSON")?;
         let stats = Arc::new(VersionStats::default());
+        let failures = Arc::new(Failures::new(op.on_failure.clone()));
         let mut state_version = 0;
         let inputs = match index {
             0 => config.sources.len(),
@@ -243,6 +245,7 @@ pub fn start(
                 dead_letters: Arc::clone(&dead_letters),
                 outputs: outputs.clone(),
                 stats: Arc::clone(&stats),
+                failures: Arc::clone(&failures),
             })?;
             state_version = worker.state_version();
             if worker.is_keyed() && op.key_by.is_none() && op.parallelism > 1 {
@@ -271,6 +274,7 @@ pub fn start(
             prepared: prepared.clone(),
             state_version,
             stats,
+            failures,
         });
     }
     let control = Arc::new(Control::new(engine.clone(), controls));

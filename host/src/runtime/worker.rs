@@ -11,6 +11,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::Receiver;
 
 use super::dead_letter::{DeadLetter, DeadLetters};
+use super::failures::{Failures, Verdict};
 use super::keys::{KeyGroups, group_rows};
 use super::message::{Envelope, Message, RowTimes};
 use super::metrics::OperatorMetrics;
@@ -18,7 +19,7 @@ use super::route::Route;
 use super::swap::{SwapOrder, SwapReply, VersionStats, migrate_states};
 use super::timers::TimerQueue;
 use crate::codec::row_to_json;
-use crate::config::Limits;
+use crate::config::{FailureAction, Limits};
 use crate::wasm::{
     CallError, DecodedOutput, FiredTimer, KeyGroupArg, MapStore, OperatorInstance,
     PreparedOperator, StateKind, TimeDomain,
@@ -48,6 +49,8 @@ pub struct WorkerSetup {
     /// This worker's index among the operator's workers (its watermark
     /// input number downstream).
     pub index: usize,
+    /// The operator's failures, shared by its workers, and its pause gate.
+    pub failures: Arc<Failures>,
 }
 
 /// A worker: runs batches through its instance and routes what comes out.
@@ -119,7 +122,12 @@ impl Worker {
     /// When the operator cannot be restarted after a trap, or an output or
     /// the dead-letter file cannot be written.
     pub fn run(mut self, mut input: Receiver<Envelope>) -> Result<()> {
-        while let Some(envelope) = input.blocking_recv() {
+        loop {
+            // A paused operator takes nothing: its input backs up.
+            self.setup.failures.wait_while_paused();
+            let Some(envelope) = input.blocking_recv() else {
+                break;
+            };
             match envelope {
                 Envelope::Batch(message) => {
                     self.setup
@@ -237,7 +245,7 @@ impl Worker {
                         version: Some(self.setup.prepared.version),
                     })?;
                 }
-                return Ok(());
+                return self.failed(&reason);
             }
         };
         self.apply_keyed_effects(&keys, &mut output)
@@ -316,7 +324,8 @@ impl Worker {
             Ok(output) => self.deliver(message, output),
             Err(CallError::Failed(reason)) => {
                 let reason = format!("the operator failed the whole batch: {reason}");
-                self.dead_letter_all(message, &reason)
+                self.dead_letter_all(message, &reason)?;
+                self.failed(&reason)
             }
             Err(CallError::Trap(reason)) => {
                 tracing::warn!(
@@ -326,7 +335,8 @@ impl Worker {
                 );
                 self.restart()?;
                 if message.rows() <= 1 {
-                    return self.dead_letter_all(message, &reason);
+                    self.dead_letter_all(message, &reason)?;
+                    return self.failed(&reason);
                 }
                 // Bisect to find the records that trap; the others go on.
                 let half = message.rows() / 2;
@@ -458,6 +468,45 @@ impl Worker {
             operator: Some(&self.setup.prepared.id),
             version: Some(self.setup.prepared.version),
         })
+    }
+
+    /// Counts a failure (its records are dead-lettered already) and acts
+    /// on the operator's `on_failure` policy when it is one too many.
+    fn failed(&self, reason: &str) -> Result<()> {
+        let failures = &self.setup.failures;
+        let Verdict::Over(count) = failures.record(Instant::now()) else {
+            return Ok(());
+        };
+        let policy = failures.policy();
+        let (label, max) = (self.label(), policy.max_failures);
+        let span = humantime::format_duration(failures.span());
+        match policy.then {
+            // Once per crossing, not at every failure past it.
+            FailureAction::Continue if count == max + 1 => tracing::warn!(
+                operator = %label,
+                "{count} failures within {span}, more than `on_failure.max_failures` ({max}); \
+                 going on (`then = \"continue\"`)"
+            ),
+            FailureAction::Continue => {}
+            FailureAction::Pause => {
+                if !failures.is_paused() {
+                    failures.pause();
+                    tracing::error!(
+                        operator = %label,
+                        "paused after {count} failures within {span}, more than \
+                         `on_failure.max_failures` ({max}): its input waits; `weir resume {}` \
+                         lets it go on. The last failure: {reason}",
+                        self.setup.prepared.id
+                    );
+                }
+            }
+            FailureAction::Stop => anyhow::bail!(
+                "operator `{label}` failed {count} times within {span}, more than its \
+                 `on_failure.max_failures` ({max}), so the pipeline stops; the last failure: \
+                 {reason}"
+            ),
+        }
+        Ok(())
     }
 
     /// Replaces a trapped instance with a fresh one of the same version,

@@ -27,12 +27,33 @@ pub struct WasmEngine {
     _ticker: Arc<EpochTicker>,
 }
 
-fn engine_with(strategy: Strategy) -> Result<(Engine, Arc<Linker<HostState>>)> {
+/// How a call that runs too long is stopped.
+///
+/// Weir uses [`CpuLimit::Epoch`]: a timer thread advances the engine's epoch
+/// and generated code checks it at function entries and loop back-edges.
+/// The others exist to measure what that costs (`cargo bench --bench
+/// operators`, group "q1 cpu limit"): fuel counts every operation instead,
+/// and `Off` stops nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuLimit {
+    /// Epoch interruption: `call_timeout` is enforced (the default).
+    Epoch,
+    /// Fuel metering with unbounded fuel: the cost of counting, for comparison.
+    Fuel,
+    /// No check at all: a looping guest is never stopped. Benchmarks only.
+    Off,
+}
+
+fn engine_with(
+    strategy: Strategy,
+    cpu_limit: CpuLimit,
+) -> Result<(Engine, Arc<Linker<HostState>>)> {
     let mut config = Config::new();
     config
         .strategy(strategy)
         .wasm_component_model(true)
-        .epoch_interruption(true)
+        .epoch_interruption(cpu_limit == CpuLimit::Epoch)
+        .consume_fuel(cpu_limit == CpuLimit::Fuel)
         .cranelift_opt_level(OptLevel::Speed)
         .parallel_compilation(true);
     let engine = Engine::new(&config)?;
@@ -57,10 +78,19 @@ impl WasmEngine {
     /// # Errors
     /// When wasmtime cannot be configured on this machine.
     pub fn with_cache_dir(cache_dir: Option<PathBuf>) -> Result<Self> {
-        let (engine, linker) = engine_with(Strategy::Cranelift)?;
+        Self::with_cpu_limit(cache_dir, CpuLimit::Epoch)
+    }
+
+    /// Like [`WasmEngine::with_cache_dir`] with another way of stopping long
+    /// calls, to measure what [`CpuLimit::Epoch`] costs.
+    ///
+    /// # Errors
+    /// When wasmtime cannot be configured on this machine.
+    pub fn with_cpu_limit(cache_dir: Option<PathBuf>, cpu_limit: CpuLimit) -> Result<Self> {
+        let (engine, linker) = engine_with(Strategy::Cranelift, cpu_limit)?;
         // Winch exists for x86-64 and aarch64 only; elsewhere every deploy
         // compiles optimized code.
-        let baseline = engine_with(Strategy::Winch)
+        let baseline = engine_with(Strategy::Winch, cpu_limit)
             .map_err(|e| tracing::debug!("no baseline compiler: {e}"))
             .ok();
         let mut engines = vec![engine.clone()];

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{host, types};
@@ -25,7 +24,7 @@ pub struct HostState {
     /// `operator-id@vN`, for log lines.
     pub(crate) label: Arc<str>,
     /// What the guest wrote to stderr (panic messages), kept for trap reports.
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stderr: super::guest_output::GuestOutput,
     /// The keys of the current call, by group index.
     pub(crate) call_keys: Vec<String>,
     /// The worker's map states, moved in for the duration of a call.

@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex};
 use wasmtime::component::{Func, ResourceTable};
 use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::bindings::{OperatorComponent, types};
 use super::convert::{self, BatchArg, DecodedOutput, KeyGroupArg, Scratch};
 use super::engine::EPOCH_TICK;
+use super::guest_output::{GuestOutput, Stream};
 use super::host_state::{HostState, MapStore};
 use super::prepare::{PreparedOperator, StateKind};
-use crate::config::Limits;
+use crate::config::{Capability, Limits};
 use crate::runtime::RowTimes;
 
 /// Why a call did not produce an output.
@@ -44,6 +44,56 @@ pub enum MigrateError {
     Call(CallError),
 }
 
+/// The guest's WASI world: no files, sockets, environment or arguments;
+/// stdout and stderr go to the log; clocks and random numbers only when the
+/// pipeline grants them (else a clock at 0 and a fixed random sequence).
+fn sandbox(limits: &Limits, label: &Arc<str>, stderr: &GuestOutput) -> wasmtime_wasi::WasiCtx {
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(GuestOutput::new(Arc::clone(label), Stream::Stdout))
+        .stderr(stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
+    if !limits.allow.contains(&Capability::Clocks) {
+        wasi.wall_clock(StoppedClock).monotonic_clock(StoppedClock);
+    }
+    if !limits.allow.contains(&Capability::Random) {
+        use rand_wasi::SeedableRng;
+        wasi.secure_random(rand_wasi::rngs::StdRng::seed_from_u64(0))
+            .insecure_random(rand_wasi::rngs::StdRng::seed_from_u64(0))
+            .insecure_random_seed(0);
+    }
+    wasi.build()
+}
+
+/// The clocks of a guest not granted the host's: always at 0.
+struct StoppedClock;
+
+impl wasmtime_wasi::HostWallClock for StoppedClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for StoppedClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// Most core instances, and likewise tables and memories, an operator
+/// component may create: a componentize-py component, the largest kind we
+/// build, has a few dozen.
+const MAX_CORE_INSTANCES: usize = 100;
+
 /// A live instance of an operator with its own store, memory and limits.
 pub struct OperatorInstance {
     store: Store<HostState>,
@@ -59,8 +109,6 @@ pub struct OperatorInstance {
     limits: Limits,
 }
 
-const STDERR_CAPACITY: usize = 64 * 1024;
-
 impl OperatorInstance {
     /// Instantiates the operator and calls its `init` with `config` (JSON).
     ///
@@ -73,15 +121,17 @@ impl OperatorInstance {
         counters: Arc<Mutex<HashMap<String, i64>>>,
     ) -> Result<Self> {
         let label: Arc<str> = format!("{}@v{}", prepared.id, prepared.version).into();
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        // No files, sockets, environment or arguments: the guest sees an
-        // empty world except for a captured stderr (for panic messages).
-        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        let stderr = GuestOutput::new(Arc::clone(&label), Stream::Stderr);
+        let wasi = sandbox(limits, &label, &stderr);
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_mib.saturating_mul(1 << 20))
+                .table_elements(limits.max_table_elements)
+                .instances(MAX_CORE_INSTANCES)
+                .tables(MAX_CORE_INSTANCES)
+                .memories(MAX_CORE_INSTANCES)
                 .trap_on_grow_failure(true)
                 .build(),
             label: Arc::clone(&label),
@@ -96,6 +146,9 @@ impl OperatorInstance {
         let engine = prepared.pre.engine();
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
+        // Only an engine measuring fuel's cost counts fuel (`CpuLimit::Fuel`);
+        // it gets all there is. Elsewhere this is refused, harmlessly.
+        let _ = store.set_fuel(u64::MAX);
         let timeout_ticks =
             (limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(timeout_ticks);
@@ -262,8 +315,27 @@ fn finish(
     limits: &Limits,
 ) -> Result<DecodedOutput, CallError> {
     let outcome = match result {
-        Ok((Ok(output),)) => convert::decode_output(output, input_rows)
-            .map_err(|e| CallError::Failed(format!("the operator returned invalid output: {e:#}"))),
+        Ok((Ok(output),)) => {
+            let emitted: usize = output.emitted.iter().map(|e| e.origins.len()).sum();
+            let allowed = limits
+                .max_output_per_record
+                .saturating_mul(input_rows.max(1));
+            if emitted > allowed {
+                // As a trap: the batch is split until the records that
+                // flood are found, and the instance (its memory full of
+                // what it built) is replaced.
+                let inputs = if input_rows == 1 { "record" } else { "records" };
+                Err(CallError::Trap(format!(
+                    "the call emitted {emitted} records for {input_rows} input {inputs}, over \
+                     the limit of {} per record (`max_output_per_record`)",
+                    limits.max_output_per_record
+                )))
+            } else {
+                convert::decode_output(output, input_rows).map_err(|e| {
+                    CallError::Failed(format!("the operator returned invalid output: {e:#}"))
+                })
+            }
+        }
         Ok((Err(reason),)) => Err(CallError::Failed(reason)),
         Err(e) => Err(CallError::Trap(trap_message(store, &e, limits))),
     };
@@ -288,13 +360,14 @@ fn trap_message(store: &Store<HostState>, error: &wasmtime::Error, limits: &Limi
         Some(trap) => format!("trap: {trap}"),
         None => format!("{error:#}"),
     };
-    let stderr = store.data().stderr.contents();
-    let stderr = String::from_utf8_lossy(&stderr);
-    let stderr = stderr.trim();
-    if !stderr.is_empty() {
-        // The last lines hold the panic message.
-        let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
+    // The last lines hold the panic message.
+    let tail = store.data().stderr.tail();
+    let tail: Vec<&str> = tail
+        .iter()
+        .map(|line| line.trim())
+        .filter(|line| !line.is_empty())
+        .collect();
+    if !tail.is_empty() {
         message.push_str(&format!(" (guest stderr: {})", tail.join(" | ")));
     }
     message

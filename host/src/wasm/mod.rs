@@ -13,13 +13,14 @@ mod bindings;
 pub(crate) mod cache;
 mod convert;
 mod engine;
+mod guest_output;
 mod host_state;
 mod instance;
 mod prepare;
 
 pub use bindings::types::{FiredTimer, TimeDomain, TimerRequest};
 pub use convert::{DecodedOutput, KeyGroupArg};
-pub use engine::WasmEngine;
+pub use engine::{CpuLimit, WasmEngine};
 pub use host_state::MapStore;
 pub use instance::{CallError, MigrateError, OperatorInstance};
 pub use prepare::{PreparedOperator, StateKind, Tier};
