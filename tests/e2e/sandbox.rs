@@ -106,8 +106,10 @@ fn hostile_records_are_dead_lettered_and_the_rest_flows() {
     );
     assert_eq!(out, vec![1, 3, 6, 8]);
     assert_eq!(lines_of(&dead), vec![2, 4, 5, 7]);
+    // The panic message from the guest's stderr, and where it failed.
     assert!(
-        reason(&dead[0]).contains("asked to panic on record 2"),
+        reason(&dead[0]).contains("asked to panic on record 2")
+            && reason(&dead[0]).ends_with("(wasm backtrace: hostile::hostile)"),
         "{}",
         reason(&dead[0])
     );
@@ -146,7 +148,7 @@ fn recursion_floods_and_reaching_outside_the_sandbox_are_contained() {
     // The guest's own stack (in its linear memory) runs out before the
     // host's: the stack pointer leaves memory.
     let expected = [
-        "trap: wasm trap: out of bounds memory access",
+        "trap: wasm trap: out of bounds memory access (wasm backtrace: hostile::recurse (x",
         "the call emitted 100000 records for 1 input record, over the limit of 1000 per \
          record (`max_output_per_record`)",
         "opening a file failed",

@@ -370,5 +370,57 @@ fn trap_message(store: &Store<HostState>, error: &wasmtime::Error, limits: &Limi
     if !tail.is_empty() {
         message.push_str(&format!(" (guest stderr: {})", tail.join(" | ")));
     }
+    if let Some(backtrace) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
+        let frames = operator_frames(backtrace);
+        if !frames.is_empty() {
+            message.push_str(&format!(" (wasm backtrace: {})", frames.join(" < ")));
+        }
+    }
     message
+}
+
+/// The innermost frames of a trap's backtrace that are the operator's own:
+/// the panic machinery, the allocator, the standard library and the SDK's
+/// glue are left out, so a dead letter says where in the operator it failed.
+fn operator_frames(backtrace: &wasmtime::WasmBacktrace) -> Vec<String> {
+    const RUNTIME_PREFIXES: [&str; 8] = [
+        "std::",
+        "core::",
+        "alloc::",
+        "__rust",
+        "rust_panic",
+        "abort",
+        "dlmalloc",
+        "weir:",
+    ];
+    const GLUE: [&str; 3] = ["weir_guest", "__Weir", "wit_bindgen"];
+    let mut frames: Vec<(String, usize)> = Vec::new();
+    for frame in backtrace.frames() {
+        let Some(name) = frame.func_name() else {
+            continue;
+        };
+        let name = format!("{:#}", rustc_demangle::demangle(name));
+        if RUNTIME_PREFIXES.iter().any(|p| name.starts_with(p))
+            || GLUE.iter().any(|g| name.contains(g))
+        {
+            continue;
+        }
+        // Recursion shows once, with its depth.
+        if let Some((last, count)) = frames.last_mut()
+            && *last == name
+        {
+            *count += 1;
+        } else if frames.len() == 5 {
+            break;
+        } else {
+            frames.push((name, 1));
+        }
+    }
+    frames
+        .into_iter()
+        .map(|(name, count)| match count {
+            1 => name,
+            n => format!("{name} (x{n} in the backtrace)"),
+        })
+        .collect()
 }
