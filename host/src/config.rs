@@ -433,7 +433,16 @@ impl Pipeline {
     pub fn load(file: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read pipeline file `{}`", file.display()))?;
-        let config: PipelineConfig = toml::from_str(&text)
+        Self::parse(&text, file)
+    }
+
+    /// Checks the text of pipeline file `file` (which is not read: it names
+    /// the pipeline's folder and is named in errors).
+    ///
+    /// # Errors
+    /// As [`Pipeline::load`], but for reading the file.
+    pub fn parse(text: &str, file: &Path) -> Result<Self> {
+        let config: PipelineConfig = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.to_string().trim_end()))?;
         let base_dir = file
             .parent()
@@ -450,7 +459,7 @@ impl Pipeline {
             config,
         };
         pipeline
-            .check(&text)
+            .check(text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         Ok(pipeline)
     }

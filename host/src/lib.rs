@@ -22,6 +22,8 @@ pub mod builder;
 pub mod codec;
 pub mod config;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod operators;
 pub mod runtime;
 pub mod scaffold;

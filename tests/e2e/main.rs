@@ -1,6 +1,7 @@
 //! End-to-end tests: the `weir` binary on the examples, on generated inputs
 //! checked against independent implementations, and on hostile components.
 
+mod bad_input;
 mod conformance;
 mod examples;
 mod hot_swap;

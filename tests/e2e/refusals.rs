@@ -92,3 +92,34 @@ fn pipeline_errors_name_the_file_line_and_field() {
     assert!(err.contains("line 1") || err.contains("line 2"), "{err}");
     assert!(err.contains("kafka"), "{err}");
 }
+
+#[test]
+fn a_component_of_another_version_of_the_wit_package_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator =
+        weir::builder::build_crate(&crate::support::repo().join("tests/fixtures/hostile")).unwrap();
+    // The same component, its imports and exports renamed to version 0.2.0
+    // of the package (names of the same length: the binary stays valid).
+    let mut bytes = std::fs::read(operator).unwrap();
+    let (from, to) = (b"weir:operator/", b"@0.1.0");
+    let mut renamed = 0;
+    let mut at = 0;
+    while let Some(offset) = bytes[at..].windows(from.len()).position(|w| w == from) {
+        let start = at + offset;
+        let end = start + bytes[start..].iter().position(|&b| b == b'@').unwrap();
+        if bytes[end..].starts_with(to) {
+            bytes[end..end + to.len()].copy_from_slice(b"@0.2.0");
+            renamed += 1;
+        }
+        at = end;
+    }
+    assert!(renamed >= 3, "renamed {renamed} names");
+    let module = dir.path().join("v0.2.wasm");
+    std::fs::write(&module, bytes).unwrap();
+    let err = run_err(&["check", s(&pipeline_with_module(dir.path(), &module))]);
+    assert!(err.contains("operator `enrich`"), "{err}");
+    assert!(
+        err.contains("does not export `weir:operator/operator@0.1.0`"),
+        "{err}"
+    );
+}

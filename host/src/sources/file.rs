@@ -10,6 +10,14 @@ use crate::codec::{self, BadLine};
 use crate::config::Format;
 use crate::runtime::DeadLetter;
 
+/// The longest line a source reads: a longer one (a file without newlines,
+/// a runaway writer) is dead-lettered with its first [`RAW_KEPT`] bytes, and
+/// never held in memory whole.
+pub const MAX_LINE_BYTES: u64 = 16 << 20;
+
+/// How much of an over-long line its dead letter keeps.
+const RAW_KEPT: usize = 1024;
+
 /// Reads lines in batches of `batch_size`, decodes them and sends them on.
 /// A live input (stdin) also sends a partial batch whenever it has no more
 /// bytes waiting, so records do not wait for a full batch of later ones.
@@ -26,13 +34,31 @@ pub(super) fn read<R: Read>(
     let mut header: Option<Vec<String>> = None;
     loop {
         raw.clear();
-        let read = reader
+        let read = (&mut reader)
+            .take(MAX_LINE_BYTES + 1)
             .read_until(b'\n', &mut raw)
             .with_context(|| format!("source `{}`: read failed", context.name))?;
         if read == 0 {
             break;
         }
         line_no += 1;
+        if raw.len() as u64 > MAX_LINE_BYTES && raw.last() != Some(&b'\n') {
+            let length = raw.len() as u64 + skip_line(&mut reader, &context.name)?;
+            context.metrics.records_in.fetch_add(1, Ordering::Relaxed);
+            raw.truncate(RAW_KEPT);
+            dead_letter(
+                context,
+                &BadLine {
+                    line: line_no,
+                    raw: String::from_utf8_lossy(&raw).into_owned(),
+                    reason: format!(
+                        "the line is {length} bytes long, over the limit of {MAX_LINE_BYTES} \
+                         (its first {RAW_KEPT} bytes are kept here)"
+                    ),
+                },
+            )?;
+            continue;
+        }
         let mut bytes = raw.as_slice();
         if let Some(stripped) = bytes.strip_suffix(b"\n") {
             bytes = stripped;
@@ -78,6 +104,29 @@ pub(super) fn read<R: Read>(
         flush(&text, &lines, format, header.as_deref(), context)?;
     }
     Ok(())
+}
+
+/// Reads past the rest of a line without keeping it; returns its length
+/// (the newline included).
+fn skip_line<R: Read>(reader: &mut BufReader<R>, source: &str) -> Result<u64> {
+    let mut skipped = 0u64;
+    loop {
+        let buffer = reader
+            .fill_buf()
+            .with_context(|| format!("source `{source}`: read failed"))?;
+        if buffer.is_empty() {
+            return Ok(skipped);
+        }
+        let (used, done) = match buffer.iter().position(|&b| b == b'\n') {
+            Some(end) => (end + 1, true),
+            None => (buffer.len(), false),
+        };
+        reader.consume(used);
+        skipped += used as u64;
+        if done {
+            return Ok(skipped);
+        }
+    }
 }
 
 fn flush(

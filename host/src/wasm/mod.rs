@@ -9,9 +9,9 @@
 
 // Generated from `wit/`, whose doc comments are the documentation.
 #[allow(missing_docs)]
-mod bindings;
+pub(crate) mod bindings;
 pub(crate) mod cache;
-mod convert;
+pub(crate) mod convert;
 mod engine;
 mod guest_output;
 mod host_state;
