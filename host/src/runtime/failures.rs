@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::config::FailurePolicy;
 
@@ -79,9 +79,10 @@ impl Failures {
         self.state().total
     }
 
-    /// Stops the operator's workers at their next batch.
-    pub fn pause(&self) {
-        self.state().paused = true;
+    /// Stops the operator's workers at their next batch; false when it was
+    /// paused already (by another of its workers, say).
+    pub fn pause(&self) -> bool {
+        !std::mem::replace(&mut self.state().paused, true)
     }
 
     /// Whether the operator is paused.
@@ -108,11 +109,6 @@ impl Failures {
             .wait_while(state, |s| s.paused)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
     }
-
-    /// The span failures are counted over, for messages.
-    pub fn span(&self) -> Duration {
-        self.policy.within
-    }
 }
 
 #[cfg(test)]
@@ -120,6 +116,7 @@ mod tests {
     use super::*;
     use crate::config::FailureAction;
     use std::sync::Arc;
+    use std::time::Duration;
 
     fn failures(max_failures: usize) -> Failures {
         Failures::new(FailurePolicy {
@@ -146,7 +143,8 @@ mod tests {
         let f = Arc::new(failures(0));
         let now = Instant::now();
         assert_eq!(f.record(now), Verdict::Over(1));
-        f.pause();
+        assert!(f.pause());
+        assert!(!f.pause(), "paused already");
         let worker = {
             let f = Arc::clone(&f);
             std::thread::spawn(move || f.wait_while_paused())

@@ -479,7 +479,7 @@ impl Worker {
         };
         let policy = failures.policy();
         let (label, max) = (self.label(), policy.max_failures);
-        let span = humantime::format_duration(failures.span());
+        let span = humantime::format_duration(policy.within);
         match policy.then {
             // Once per crossing, not at every failure past it.
             FailureAction::Continue if count == max + 1 => tracing::warn!(
@@ -488,9 +488,9 @@ impl Worker {
                  going on (`then = \"continue\"`)"
             ),
             FailureAction::Continue => {}
+            // Logged by the worker that paused it, once.
             FailureAction::Pause => {
-                if !failures.is_paused() {
-                    failures.pause();
+                if failures.pause() {
                     tracing::error!(
                         operator = %label,
                         "paused after {count} failures within {span}, more than \
