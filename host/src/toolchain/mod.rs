@@ -145,12 +145,20 @@ impl Tool {
         }
     }
 
-    fn from_env(var: &'static str) -> Option<Tool> {
-        std::env::var_os(var).map(|program| Tool {
-            program,
+    /// The program at `program`, with no arguments or environment of its own.
+    fn at(program: impl Into<OsString>) -> Tool {
+        Tool {
+            program: program.into(),
             args: Vec::new(),
             envs: Vec::new(),
+            chosen_by: None,
+        }
+    }
+
+    fn from_env(var: &'static str) -> Option<Tool> {
+        std::env::var_os(var).map(|program| Tool {
             chosen_by: Some(var),
+            ..Tool::at(program)
         })
     }
 }
@@ -169,12 +177,7 @@ pub fn componentize_py() -> Result<Tool> {
         &what,
         |dir| python_venv(dir, &format!("componentize-py=={COMPONENTIZE_PY_VERSION}")),
     )?;
-    Ok(Tool {
-        program: dir.join("bin").join("componentize-py").into(),
-        args: Vec::new(),
-        envs: Vec::new(),
-        chosen_by: None,
-    })
+    Ok(Tool::at(dir.join("bin").join("componentize-py")))
 }
 
 /// componentize-js: `$WEIR_COMPONENTIZE_JS`, else the one `weir` installs.
@@ -201,16 +204,11 @@ pub fn componentize_js() -> Result<Tool> {
             run_installer(npm, "to install it (Node.js 18 or later)")
         },
     )?;
-    Ok(Tool {
-        program: dir
-            .join("node_modules")
+    Ok(Tool::at(
+        dir.join("node_modules")
             .join(".bin")
-            .join("componentize-js")
-            .into(),
-        args: Vec::new(),
-        envs: Vec::new(),
-        chosen_by: None,
-    })
+            .join("componentize-js"),
+    ))
 }
 
 /// The C compiler: `$WEIR_CLANG` (a clang with a `wasm32-wasi` sysroot),
@@ -244,11 +242,10 @@ pub fn c_compiler() -> Result<Tool> {
 
 fn zig_cc(dir: &Path) -> Tool {
     Tool {
-        program: dir.join("bin").join("python3").into(),
         args: ["-m", "ziglang", "cc"].map(OsString::from).to_vec(),
         // Zig's compiled wasi-libc and objects stay in the cache folder too.
         envs: vec![("ZIG_GLOBAL_CACHE_DIR", dir.join("zig-cache").into())],
-        chosen_by: None,
+        ..Tool::at(dir.join("bin").join("python3"))
     }
 }
 
@@ -270,7 +267,7 @@ pub fn rust_target(crate_dir: &Path) -> Result<()> {
     if has_target(crate_dir)? {
         return Ok(());
     }
-    let _lock = lock(&format!("rust-target-{RUST_TARGET}"))?;
+    let _lock = lock(&toolchains_dir()?, &format!("rust-target-{RUST_TARGET}"))?;
     if has_target(crate_dir)? {
         return Ok(());
     }
@@ -322,11 +319,10 @@ fn toolchains_dir() -> Result<PathBuf> {
         .context("no cache folder for build tools: set `WEIR_CACHE_DIR` (or `HOME`)")
 }
 
-/// Holds `toolchains/NAME.lock` until dropped, waiting for another process
-/// that holds it.
-fn lock(name: &str) -> Result<std::fs::File> {
-    let dir = toolchains_dir()?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+/// Holds `root/NAME.lock` until dropped, waiting for another process that
+/// holds it.
+fn lock(dir: &Path, name: &str) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     let path = dir.join(format!("{name}.lock"));
     let file = std::fs::File::create(&path)
         .with_context(|| format!("cannot create `{}`", path.display()))?;
@@ -342,12 +338,22 @@ fn provisioned(
     what: &str,
     install: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
-    let dir = toolchains_dir()?.join(name);
+    provisioned_in(&toolchains_dir()?, name, what, install)
+}
+
+/// [`provisioned`], under `root` rather than the cache folder.
+fn provisioned_in(
+    root: &Path,
+    name: &str,
+    what: &str,
+    install: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let dir = root.join(name);
     let marker = dir.join(".installed");
     if marker.is_file() {
         return Ok(dir);
     }
-    let _lock = lock(name)?;
+    let _lock = lock(root, name)?;
     if marker.is_file() {
         return Ok(dir);
     }
@@ -412,4 +418,41 @@ fn run_installer(mut cmd: Command, needed_for: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_tool(dir: &Path) -> Result<()> {
+        std::fs::write(dir.join("tool"), "new")?;
+        Ok(())
+    }
+
+    #[test]
+    fn an_install_cut_short_is_started_over_and_a_failed_one_is_not_kept() {
+        let root = tempfile::tempdir().unwrap();
+        // What a killed install left: files, but no marker.
+        let dir = root.path().join("tool-1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("half-written"), "old").unwrap();
+        let failed = provisioned_in(root.path(), "tool-1", "tool 1", |_| bail!("no network"));
+        assert_eq!(
+            format!("{:#}", failed.unwrap_err()),
+            "cannot install tool 1: no network"
+        );
+        assert!(!dir.join(".installed").exists());
+        let installed = provisioned_in(root.path(), "tool-1", "tool 1", write_tool).unwrap();
+        assert_eq!(installed, dir);
+        assert!(
+            !dir.join("half-written").exists(),
+            "the old files were kept"
+        );
+        assert_eq!(std::fs::read_to_string(dir.join("tool")).unwrap(), "new");
+        // Installed: the next call does not install again.
+        let again = provisioned_in(root.path(), "tool-1", "tool 1", |_| {
+            bail!("installed twice")
+        });
+        assert_eq!(again.unwrap(), dir);
+    }
 }
