@@ -37,6 +37,14 @@ pub struct PipelineConfig {
     /// there deploys it as that operator's next version.
     #[serde(default)]
     pub deploy_dir: Option<PathBuf>,
+    /// Time between checkpoints (default 10 s). A restart resumes from the
+    /// newest one, exactly once.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub checkpoint_interval: Option<std::time::Duration>,
+    /// Where checkpoints go (default `.weir/checkpoints` beside the pipeline
+    /// file).
+    #[serde(default)]
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 /// One source; the `type` key picks the kind.
@@ -648,6 +656,35 @@ impl Pipeline {
     /// The watched deploy folder, if any, resolved against the pipeline file.
     pub fn deploy_dir_path(&self) -> Option<PathBuf> {
         self.config.deploy_dir.as_deref().map(|d| self.resolve(d))
+    }
+
+    /// The checkpoint folder: configured, or one under `.weir/checkpoints`
+    /// beside the pipeline file named by the file and by what the run reads
+    /// and writes, so a run with `--input` or `--output` never resumes from
+    /// another's checkpoints.
+    pub fn checkpoint_dir_path(&self) -> PathBuf {
+        if let Some(dir) = &self.config.checkpoint_dir {
+            return self.resolve(dir);
+        }
+        use sha2::Digest;
+        let ends = format!("{:?} {:?}", self.config.sources, self.config.sinks);
+        let hash = hex::encode(&sha2::Sha256::digest(ends.as_bytes())[..4]);
+        let stem = self
+            .file
+            .file_stem()
+            .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy());
+        self.resolve(Path::new(".weir/checkpoints"))
+            .join(format!("{stem}-{hash}"))
+    }
+
+    /// Whether every source can be read again from a position: not so
+    /// standard input, so a pipeline reading it takes no checkpoints.
+    pub fn sources_replayable(&self) -> bool {
+        !self
+            .config
+            .sources
+            .iter()
+            .any(|s| matches!(s, SourceConfig::Stdin { .. }))
     }
 
     /// The dead-letter file: configured, or `dead-letter.jsonl` beside the pipeline file.

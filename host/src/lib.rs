@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod builder;
+pub mod checkpoint;
 pub mod codec;
 pub mod config;
 pub mod control;

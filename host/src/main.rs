@@ -13,7 +13,7 @@ use weir::control::{DeployReport, OperatorStatus, admin, watch};
 use weir::operators::{component_files, prepare_all};
 use weir::scaffold::new_project;
 use weir::toolchain::Toolchain;
-use weir::{WasmEngine, runtime};
+use weir::{WasmEngine, checkpoint, runtime};
 
 /// mimalloc instead of the system allocator: a run allocates and frees
 /// batch-sized buffers all the time, and glibc hands large ones back to the
@@ -47,6 +47,31 @@ enum Command {
         /// Serve the admin API on this loopback address (overrides `admin`).
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// Where checkpoints go (overrides `checkpoint_dir`; default `.weir/checkpoints` beside
+        /// the pipeline file).
+        #[arg(long)]
+        checkpoint_dir: Option<PathBuf>,
+        /// Time between checkpoints, e.g. `500ms` (overrides `checkpoint_interval`; default 10s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        checkpoint_interval: Option<std::time::Duration>,
+        /// Start over: delete the checkpoints of an earlier run instead of resuming from them.
+        #[arg(long, conflicts_with = "from_savepoint")]
+        fresh: bool,
+        /// Start from this savepoint (`weir savepoint`), also after the pipeline file changed.
+        #[arg(long)]
+        from_savepoint: Option<PathBuf>,
+        /// Start even if the checkpoint holds state of operators the pipeline no longer has.
+        #[arg(long)]
+        allow_non_restored_state: bool,
+    },
+    /// Take a savepoint of a running pipeline: a checkpoint kept until deleted, which
+    /// `weir run --from-savepoint` starts from.
+    Savepoint {
+        /// The folder to write it to (default: under the checkpoint folder's `savepoints`).
+        path: Option<PathBuf>,
+        /// The running pipeline's admin address.
+        #[arg(long, env = "WEIR_ADMIN", default_value = DEFAULT_ADMIN)]
+        admin: SocketAddr,
     },
     /// Deploy a component as the next version of an operator of a running pipeline.
     Deploy {
@@ -173,6 +198,11 @@ fn run(cli: Cli) -> Result<()> {
             output,
             dead_letter,
             admin,
+            checkpoint_dir,
+            checkpoint_interval,
+            fresh,
+            from_savepoint,
+            allow_non_restored_state,
         } => {
             let mut pipeline = Pipeline::load(&pipeline)?;
             if let Some(input) = input {
@@ -185,8 +215,16 @@ fn run(cli: Cli) -> Result<()> {
                 pipeline.override_dead_letter(&dead_letter)?;
             }
             let engine = WasmEngine::new()?;
-            let operators = prepare_all(&pipeline, &engine)?;
-            let running = runtime::start(&pipeline, &engine, operators)?;
+            let mut operators = prepare_all(&pipeline, &engine)?;
+            let options = checkpoint::StartOptions {
+                dir: checkpoint_dir,
+                interval: checkpoint_interval,
+                fresh,
+                savepoint: from_savepoint,
+                allow_non_restored_state,
+            };
+            let checkpointing = checkpoint::plan(&pipeline, &options, &engine, &mut operators)?;
+            let running = runtime::start(&pipeline, &engine, operators, checkpointing)?;
             let _admin = match admin.or(pipeline.config.admin) {
                 Some(address) => {
                     let server = admin::serve(running.control().clone(), address)?;
@@ -221,6 +259,15 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("cannot read `{}`", file.display()))?;
             let report = AdminClient::new(admin).deploy(&operator, &bytes)?;
             print_report(&report);
+            Ok(())
+        }
+        Command::Savepoint { path, admin } => {
+            let path = match path {
+                Some(p) => Some(std::env::current_dir()?.join(p)),
+                None => None,
+            };
+            let saved = AdminClient::new(admin).savepoint(path.as_deref())?;
+            println!("savepoint written to {}", saved.display());
             Ok(())
         }
         Command::Rollback { operator, admin } => {

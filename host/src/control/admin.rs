@@ -6,6 +6,8 @@
 //! | `GET /v1/status`                   |                 | `[OperatorStatus]`        |
 //! | `POST /v1/operators/{id}/deploy`   | component bytes | `DeployReport`            |
 //! | `POST /v1/operators/{id}/rollback` |                 | `DeployReport`            |
+//! | `POST /v1/savepoint`               | folder or empty | `{"path": folder}`        |
+//! | `GET /v1/checkpoint`               |                 | `CheckpointStats` or null |
 //!
 //! Errors are `{"error": "..."}` with 404 (no such operator) or 409 (the
 //! version was refused; the running one goes on).
@@ -66,6 +68,8 @@ pub fn serve(control: Arc<Control>, address: SocketAddr) -> Result<AdminServer> 
         .route("/v1/operators/{id}/rollback", post(rollback))
         .route("/v1/operators/{id}/resume", post(resume))
         .route("/v1/operators/{id}/replay", post(replay))
+        .route("/v1/savepoint", post(savepoint))
+        .route("/v1/checkpoint", get(checkpoint))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .with_state(control);
     let thread = std::thread::Builder::new()
@@ -94,6 +98,20 @@ pub fn serve(control: Arc<Control>, address: SocketAddr) -> Result<AdminServer> 
 
 async fn status(State(control): State<Arc<Control>>) -> Response {
     Json(control.status()).into_response()
+}
+
+async fn checkpoint(State(control): State<Arc<Control>>) -> Response {
+    Json(control.last_checkpoint()).into_response()
+}
+
+async fn savepoint(State(control): State<Arc<Control>>, body: String) -> Response {
+    let to = (!body.trim().is_empty()).then(|| std::path::PathBuf::from(body.trim()));
+    // A savepoint waits for a checkpoint: off the async threads.
+    match tokio::task::spawn_blocking(move || control.savepoint(to)).await {
+        Ok(Ok(path)) => Json(serde_json::json!({ "path": path })).into_response(),
+        Ok(Err(e)) => error(StatusCode::CONFLICT, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }
 
 async fn deploy(

@@ -68,6 +68,29 @@ impl AdminClient {
         self.answer(self.agent.post(&url).send(dead_letters))
     }
 
+    /// Takes a savepoint, into folder `to` (absolute) or the default one;
+    /// returns its folder.
+    ///
+    /// # Errors
+    /// When the run takes no checkpoints, ends first, or cannot be reached.
+    pub fn savepoint(&self, to: Option<&std::path::Path>) -> Result<std::path::PathBuf> {
+        let body = to.map(|p| p.display().to_string()).unwrap_or_default();
+        let answer: serde_json::Value =
+            self.answer(self.agent.post(&self.url("savepoint")).send(body))?;
+        answer["path"]
+            .as_str()
+            .map(std::path::PathBuf::from)
+            .ok_or_else(|| anyhow!("the admin API answered something unexpected"))
+    }
+
+    /// The last complete checkpoint, if the run takes checkpoints.
+    ///
+    /// # Errors
+    /// When the pipeline cannot be reached.
+    pub fn last_checkpoint(&self) -> Result<Option<crate::checkpoint::CheckpointStats>> {
+        self.answer(self.agent.get(&self.url("checkpoint")).call())
+    }
+
     /// Every operator's status.
     ///
     /// # Errors

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc::WeakSender;
 
+use crate::checkpoint::Coordinator;
 use crate::config::Limits;
 use crate::runtime::{Envelope, Failures, OperatorMetrics, SwapOrder, SwapReply, VersionStats};
 use crate::wasm::{OperatorInstance, PreparedOperator, StateKind, Tier, WasmEngine};
@@ -121,6 +122,8 @@ pub struct Control {
     operators: Vec<OperatorControl>,
     /// One deploy at a time, so swaps never interleave.
     deploy_lock: Mutex<()>,
+    /// The run's checkpoints, for savepoints.
+    checkpoints: Option<Arc<Coordinator>>,
 }
 
 /// What the control plane knows of one operator.
@@ -193,7 +196,11 @@ fn ms(duration: std::time::Duration) -> f64 {
 
 impl Control {
     /// The control plane of a run whose operators were started as `operators`.
-    pub fn new(engine: WasmEngine, operators: Vec<OperatorSetup>) -> Self {
+    pub fn new(
+        engine: WasmEngine,
+        operators: Vec<OperatorSetup>,
+        checkpoints: Option<Arc<Coordinator>>,
+    ) -> Self {
         let now = SystemTime::now();
         let operators = operators
             .into_iter()
@@ -224,7 +231,43 @@ impl Control {
             engine,
             operators,
             deploy_lock: Mutex::new(()),
+            checkpoints,
         }
+    }
+
+    /// Takes a checkpoint now and keeps a copy at `to` (default: under the
+    /// checkpoint folder's `savepoints`) that `weir run --from-savepoint`
+    /// starts from; waits for it and returns its folder.
+    ///
+    /// # Errors
+    /// When the run takes no checkpoints, ends first, or the copy fails.
+    pub fn savepoint(&self, to: Option<std::path::PathBuf>) -> Result<std::path::PathBuf, String> {
+        let Some(checkpoints) = &self.checkpoints else {
+            return Err(
+                "this run takes no checkpoints (it reads standard input), so it \
+                        cannot take a savepoint"
+                    .to_owned(),
+            );
+        };
+        let to = to.unwrap_or_else(|| {
+            let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+                .to_string()
+                .replace(':', "-");
+            checkpoints
+                .dir()
+                .join("savepoints")
+                .join(format!("savepoint-{stamp}"))
+        });
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create `{}`: {e}", parent.display()))?;
+        }
+        checkpoints.savepoint(to).map_err(|e| format!("{e:#}"))
+    }
+
+    /// The last complete checkpoint, if the run takes checkpoints.
+    pub fn last_checkpoint(&self) -> Option<crate::checkpoint::CheckpointStats> {
+        self.checkpoints.as_ref().and_then(|c| c.last())
     }
 
     /// Whether the pipeline has an operator `id`.

@@ -70,8 +70,25 @@ impl Message {
 /// What an operator worker receives, in order: batches, and control events
 /// that must take effect exactly between two batches.
 pub enum Envelope {
-    /// Records to process.
-    Batch(Message),
+    /// Records to process, from upstream sender `input`.
+    Batch {
+        /// Which upstream sender (source index, upstream worker index, or
+        /// [`NOT_AN_INPUT`]).
+        input: usize,
+        /// The records.
+        message: Message,
+    },
+    /// Upstream sender `input` has sent everything that checkpoint
+    /// `checkpoint` covers (a Chandy–Lamport barrier, see
+    /// [`crate::checkpoint`]).
+    Barrier {
+        /// Which upstream sender.
+        input: usize,
+        /// The checkpoint's number.
+        checkpoint: u64,
+    },
+    /// Sinks only: checkpoint `n` is complete; commit the output it covers.
+    Committed(u64),
     /// Switch to a new version of the operator (hot swap).
     Swap(Box<super::swap::SwapOrder>),
     /// Input `input` promises no more records with an event time at or
@@ -94,3 +111,22 @@ pub enum Envelope {
 
 /// The watermark of the end of a bounded input: every timer fires.
 pub const END_OF_TIME: i64 = i64::MAX;
+
+/// The `input` of records that come from no upstream stage (dead letters
+/// replayed by `weir dlq replay`): never held back by a barrier.
+pub const NOT_AN_INPUT: usize = usize::MAX;
+
+impl Envelope {
+    /// The upstream sender it came from, for barrier alignment; `None` for
+    /// control events that belong to no input.
+    pub fn input(&self) -> Option<usize> {
+        match self {
+            Envelope::Batch { input, .. } if *input == NOT_AN_INPUT => None,
+            Envelope::Batch { input, .. }
+            | Envelope::Barrier { input, .. }
+            | Envelope::Watermark { input, .. }
+            | Envelope::Idle { input } => Some(*input),
+            Envelope::Swap(_) | Envelope::Tick(_) | Envelope::Committed(_) => None,
+        }
+    }
+}

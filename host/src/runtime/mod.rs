@@ -1,6 +1,7 @@
 //! Running a pipeline: threads for sources, operator workers and sinks,
 //! joined by bounded channels.
 
+mod barrier;
 mod dead_letter;
 mod failures;
 mod keys;
@@ -12,12 +13,14 @@ mod swap;
 mod timers;
 mod worker;
 
+pub use barrier::Aligner;
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use failures::{Failures, Verdict};
 pub use keys::{KeyGroups, group_rows, partition_of, row_keys};
-pub use message::{END_OF_TIME, Envelope, Message, RowTimes};
+pub use message::{END_OF_TIME, Envelope, Message, NOT_AN_INPUT, RowTimes};
 pub use metrics::{OperatorMetrics, Progress, RunMetrics, human};
 pub use pipeline::{OperatorReport, RunSummary, Running, run, start};
 pub use route::{CHANNEL_CAPACITY, Route};
 pub use swap::{SwapOrder, SwapReply, VersionStats};
-pub use worker::{Worker, WorkerSetup};
+pub use timers::TimerQueue;
+pub use worker::{KeyedValues, Worker, WorkerSetup};

@@ -15,6 +15,7 @@ use super::metrics::{OperatorMetrics, Progress, RunMetrics};
 use super::route::{CHANNEL_CAPACITY, Route};
 use super::swap::VersionStats;
 use super::worker::{Worker, WorkerSetup};
+use crate::checkpoint::{self, Checkpointing, Coordinator, Expected};
 use crate::config::{OperatorConfig, Pipeline};
 use crate::control::{Control, OperatorSetup};
 use crate::sources::{self, EventClock, SourceContext};
@@ -93,7 +94,7 @@ pub fn run(
     engine: &WasmEngine,
     prepared: Vec<PreparedOperator>,
 ) -> Result<RunSummary> {
-    start(pipeline, engine, prepared)?.wait()
+    start(pipeline, engine, prepared, None)?.wait()
 }
 
 /// A pipeline whose threads are running.
@@ -105,12 +106,18 @@ pub struct Running {
     dead_letters: Arc<DeadLetters>,
     started: Instant,
     progress: Progress,
+    checkpoints: Option<Arc<Coordinator>>,
 }
 
 impl Running {
     /// The control plane: deploy, roll back, status.
     pub fn control(&self) -> &Arc<Control> {
         &self.control
+    }
+
+    /// The checkpoint coordinator, when the run takes checkpoints.
+    pub fn checkpoints(&self) -> Option<&Arc<Coordinator>> {
+        self.checkpoints.as_ref()
     }
 
     /// Waits for the end of the input and the last sink flush.
@@ -130,6 +137,13 @@ impl Running {
         }
         drop(self.progress);
         self.dead_letters.flush()?;
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.stop();
+            // Read to the end and committed: nothing to resume.
+            if errors.is_empty() && checkpoints.sources_finished() {
+                checkpoints.clean_up();
+            }
+        }
         if let Some(e) = errors
             .iter()
             .rev()
@@ -165,19 +179,42 @@ pub fn start(
     pipeline: &Pipeline,
     engine: &WasmEngine,
     prepared: Vec<PreparedOperator>,
+    checkpointing: Option<Checkpointing>,
 ) -> Result<Running> {
     let config = &pipeline.config;
     let batch_size = config.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
     let metrics = Arc::new(RunMetrics::default());
     let dead_letters = Arc::new(DeadLetters::open(&pipeline.dead_letter_path())?);
+    let (checkpoints, restore) = match checkpointing {
+        Some(c) => {
+            let last_id = c.restore.as_ref().map_or(0, |r| r.manifest.id);
+            let coordinator = Coordinator::new(c.folder, c.interval, expected(pipeline), last_id)?;
+            (Some(Arc::new(coordinator)), c.restore)
+        }
+        None => (None, None),
+    };
 
     // Sinks first, so every stage has somewhere to send to.
     let mut sink_senders = Vec::new();
     let mut sink_handles = Vec::new();
-    for sink in &config.sinks {
-        let (sender, handle) = crate::sinks::spawn(sink, pipeline, Arc::clone(&metrics))?;
+    for (index, sink) in config.sinks.iter().enumerate() {
+        let setup = crate::sinks::SinkSetup {
+            index,
+            inputs: sink_inputs(pipeline, sink.from()),
+            checkpoints: checkpoints.clone(),
+            restore: restore.as_ref().map(|r| {
+                let bytes = r.manifest.sinks.get(index).map_or(0, |s| s.bytes);
+                // A savepoint's parts are not in this folder: only its size counts.
+                (if r.savepoint { 0 } else { r.manifest.id }, bytes)
+            }),
+            metrics: Arc::clone(&metrics),
+        };
+        let (sender, handle) = crate::sinks::spawn(sink, pipeline, setup)?;
         sink_senders.push((sink.from().map(str::to_owned), sender));
         sink_handles.push(handle);
+    }
+    if let Some(c) = &checkpoints {
+        c.set_sinks(sink_senders.iter().map(|(_, s)| s.downgrade()).collect());
     }
 
     // One channel per worker of every operator.
@@ -230,8 +267,17 @@ pub fn start(
             0 => config.sources.len(),
             _ => config.operators[index - 1].parallelism,
         };
-        for (worker_index, receiver) in std::mem::take(&mut receivers_by_op[index])
+        let mut restored = match restore.as_ref() {
+            Some(r) => match r.operator_states(&op.id)? {
+                Some(states) => checkpoint::partition(states, op.parallelism),
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        restored.resize_with(op.parallelism, Vec::new);
+        for (worker_index, (receiver, restore)) in std::mem::take(&mut receivers_by_op[index])
             .into_iter()
+            .zip(restored)
             .enumerate()
         {
             let worker = Worker::new(WorkerSetup {
@@ -243,9 +289,15 @@ pub fn start(
                 key_by: op.key_by.clone(),
                 metrics: Arc::clone(&operator_metrics[index]),
                 dead_letters: Arc::clone(&dead_letters),
-                outputs: outputs.clone(),
+                outputs: outputs
+                    .iter()
+                    .map(|(name, route)| (name.clone(), route.from_input(worker_index)))
+                    .collect(),
                 stats: Arc::clone(&stats),
                 failures: Arc::clone(&failures),
+                operator: index,
+                checkpoints: checkpoints.clone(),
+                restore,
             })?;
             state_version = worker.state_version();
             if worker.is_keyed() && op.key_by.is_none() && op.parallelism > 1 {
@@ -277,7 +329,7 @@ pub fn start(
             failures,
         });
     }
-    let control = Arc::new(Control::new(engine.clone(), controls));
+    let control = Arc::new(Control::new(engine.clone(), controls, checkpoints.clone()));
     start_clock(
         worker_channels
             .iter()
@@ -308,15 +360,30 @@ pub fn start(
             name: source.name().into(),
             input,
             batch_size,
-            route: source_route.clone(),
+            route: source_route.from_input(input),
             dead_letters: Arc::clone(&dead_letters),
             metrics: Arc::clone(&metrics),
             clock: std::cell::RefCell::new(source.event_time().map(EventClock::new)),
             activity: Arc::default(),
+            checkpoints: checkpoints.clone(),
+            barrier_sent: std::cell::Cell::new(restore.as_ref().map_or(0, |r| r.manifest.id)),
+            restore: restore.as_ref().and_then(|r| {
+                let name = source.name();
+                // By place when the names repeat (two unnamed file sources).
+                r.manifest
+                    .sources
+                    .get(input)
+                    .filter(|s| s.name == name)
+                    .or_else(|| r.source(&name))
+                    .cloned()
+            }),
         };
         source_handles.push(sources::spawn(source, pipeline, context)?);
     }
     drop(source_route);
+    if let Some(c) = &checkpoints {
+        c.spawn();
+    }
 
     Ok(Running {
         control,
@@ -335,7 +402,47 @@ pub fn start(
         dead_letters,
         started,
         progress,
+        checkpoints,
     })
+}
+
+/// Who takes part in every checkpoint of `pipeline`.
+fn expected(pipeline: &Pipeline) -> Expected {
+    let config = &pipeline.config;
+    Expected {
+        sources: config.sources.iter().map(|s| s.name()).collect(),
+        operators: config
+            .operators
+            .iter()
+            .map(|o| (o.id.clone(), o.parallelism))
+            .collect(),
+        sinks: config
+            .sinks
+            .iter()
+            .map(|s| match s {
+                crate::config::SinkConfig::Jsonl { path, .. } => {
+                    pipeline.resolve(path).display().to_string()
+                }
+                _ => String::new(),
+            })
+            .collect(),
+    }
+}
+
+/// How many upstream senders feed a sink taking `from`: the workers of that
+/// operator, or the sources when there is no operator.
+fn sink_inputs(pipeline: &Pipeline, from: Option<&str>) -> usize {
+    let operators = &pipeline.config.operators;
+    if operators.is_empty() {
+        return pipeline.config.sources.len();
+    }
+    let output = from
+        .and_then(|f| f.split_once('.'))
+        .map_or("out", |(_, output)| output);
+    (0..operators.len())
+        .filter(|&i| sink_takes(from, operators, i, output))
+        .map(|i| operators[i].parallelism)
+        .sum()
 }
 
 /// How often workers hear the wall clock, for processing-time timers.

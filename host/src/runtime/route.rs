@@ -7,16 +7,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc::Sender;
 
 use super::keys::{group_rows, partition_of};
-use super::message::{Envelope, Message};
+use super::message::{Envelope, Message, NOT_AN_INPUT};
 
 /// Batches waiting in each channel between stages: small, so a slow stage
 /// slows the ones before it instead of filling memory.
 pub const CHANNEL_CAPACITY: usize = 8;
 
-/// The destinations of one stream.
-#[derive(Clone, Default)]
+/// The destinations of one stream, and which upstream sender it is to them.
+#[derive(Clone)]
 pub struct Route {
     targets: Vec<Target>,
+    /// This sender's input number downstream (source index or worker index).
+    from: usize,
+}
+
+impl Default for Route {
+    fn default() -> Self {
+        Self {
+            targets: Vec::new(),
+            from: NOT_AN_INPUT,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -26,7 +37,7 @@ enum Target {
         key_by: Option<String>,
         next: Arc<AtomicUsize>,
     },
-    Sink(Sender<Message>),
+    Sink(Sender<Envelope>),
 }
 
 impl Route {
@@ -39,8 +50,16 @@ impl Route {
         });
     }
 
+    /// The same destinations, sent to as upstream sender `input`.
+    pub fn from_input(&self, input: usize) -> Route {
+        Route {
+            targets: self.targets.clone(),
+            from: input,
+        }
+    }
+
     /// Adds a sink.
-    pub fn to_sink(&mut self, sender: Sender<Message>) {
+    pub fn to_sink(&mut self, sender: Sender<Envelope>) {
         self.targets.push(Target::Sink(sender));
     }
 
@@ -61,15 +80,15 @@ impl Route {
             return Ok(());
         };
         for target in rest {
-            target.send(message.clone())?;
+            target.send(self.from, message.clone())?;
         }
-        last.send(message)
+        last.send(self.from, message)
     }
 }
 
 impl Route {
-    /// Tells every worker downstream that input `input` (this sender) has
-    /// reached event time `time`. Sinks do not care.
+    /// Tells every stage downstream that input `input` (this sender) has
+    /// reached event time `time`.
     ///
     /// # Errors
     /// When a destination has stopped.
@@ -77,7 +96,17 @@ impl Route {
         self.broadcast(|| Envelope::Watermark { input, time })
     }
 
-    /// Tells every worker downstream that input `input` went idle.
+    /// Tells every stage downstream that this sender has sent everything
+    /// checkpoint `checkpoint` covers.
+    ///
+    /// # Errors
+    /// When a destination has stopped.
+    pub fn send_barrier(&self, checkpoint: u64) -> Result<()> {
+        let input = self.from;
+        self.broadcast(|| Envelope::Barrier { input, checkpoint })
+    }
+
+    /// Tells every stage downstream that input `input` went idle.
     ///
     /// # Errors
     /// When a destination has stopped.
@@ -87,10 +116,12 @@ impl Route {
 
     fn broadcast(&self, envelope: impl Fn() -> Envelope) -> Result<()> {
         for target in &self.targets {
-            if let Target::Workers { senders, .. } = target {
-                for sender in senders {
-                    sender.blocking_send(envelope()).map_err(|_| stopped())?;
-                }
+            let senders = match target {
+                Target::Workers { senders, .. } => senders.as_slice(),
+                Target::Sink(sender) => std::slice::from_ref(sender),
+            };
+            for sender in senders {
+                sender.blocking_send(envelope()).map_err(|_| stopped())?;
             }
         }
         Ok(())
@@ -102,9 +133,11 @@ fn stopped() -> anyhow::Error {
 }
 
 impl Target {
-    fn send(&self, message: Message) -> Result<()> {
+    fn send(&self, input: usize, message: Message) -> Result<()> {
         match self {
-            Target::Sink(sender) => sender.blocking_send(message).map_err(|_| stopped()),
+            Target::Sink(sender) => sender
+                .blocking_send(Envelope::Batch { input, message })
+                .map_err(|_| stopped()),
             Target::Workers {
                 senders,
                 key_by,
@@ -112,7 +145,7 @@ impl Target {
             } => {
                 let to = |worker: usize, message: Message| {
                     senders[worker]
-                        .blocking_send(Envelope::Batch(message))
+                        .blocking_send(Envelope::Batch { input, message })
                         .map_err(|_| stopped())
                 };
                 if senders.len() == 1 {

@@ -1,5 +1,6 @@
 //! A worker's timers of one time domain.
 
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 
 type Keys = HashSet<String, foldhash::fast::RandomState>;
@@ -10,7 +11,7 @@ type Keys = HashSet<String, foldhash::fast::RandomState>;
 /// pairs: a window operator registers one timer per key at the same window
 /// end, and ordering those by key on every insert compared key strings
 /// over and over. They are put in key order only when they fire.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct TimerQueue {
     by_time: BTreeMap<i64, Keys>,
 }
@@ -32,6 +33,13 @@ impl TimerQueue {
                 self.by_time.remove(&time);
             }
         }
+    }
+
+    /// Every timer, for a checkpoint being restored.
+    pub fn into_entries(self) -> impl Iterator<Item = (i64, String)> {
+        self.by_time
+            .into_iter()
+            .flat_map(|(time, keys)| keys.into_iter().map(move |key| (time, key)))
     }
 
     /// Takes up to `max` timers at or before `now`: in time order, and in

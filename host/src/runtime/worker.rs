@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::sync::mpsc::Receiver;
 
+use super::barrier::Aligner;
 use super::dead_letter::{DeadLetter, DeadLetters};
 use super::failures::{Failures, Verdict};
 use super::keys::{KeyGroups, group_rows};
@@ -18,6 +19,7 @@ use super::metrics::OperatorMetrics;
 use super::route::Route;
 use super::swap::{SwapOrder, SwapReply, VersionStats, migrate_states};
 use super::timers::TimerQueue;
+use crate::checkpoint::{Coordinator, WorkerEntry, WorkerState, WorkerStateRef, store};
 use crate::codec::row_to_json;
 use crate::config::{FailureAction, Limits};
 use crate::wasm::{
@@ -51,6 +53,13 @@ pub struct WorkerSetup {
     pub index: usize,
     /// The operator's failures, shared by its workers, and its pause gate.
     pub failures: Arc<Failures>,
+    /// The operator's index in the pipeline.
+    pub operator: usize,
+    /// The run's checkpoints, if it takes any.
+    pub checkpoints: Option<Arc<Coordinator>>,
+    /// Restored keyed state of the keys this worker owns: one part per
+    /// worker that saved it, with the state layout version it is in.
+    pub restore: Vec<(WorkerState, u32)>,
 }
 
 /// A worker: runs batches through its instance and routes what comes out.
@@ -75,6 +84,8 @@ pub struct Worker {
     /// by time.
     event_timers: TimerQueue,
     processing_timers: TimerQueue,
+    /// Barrier alignment of the inputs.
+    aligner: Aligner,
 }
 
 /// Value states by key.
@@ -88,22 +99,75 @@ impl Worker {
     ///
     /// # Errors
     /// When instantiation or `init` fails, or a keyed operator has no `key_by`.
-    pub fn new(setup: WorkerSetup) -> Result<Self> {
+    pub fn new(mut setup: WorkerSetup) -> Result<Self> {
         let instance = new_instance(&setup)?;
         let inputs = setup.inputs.max(1);
-        Ok(Self {
+        let restore = std::mem::take(&mut setup.restore);
+        let mut worker = Self {
             input_watermarks: vec![Some(i64::MIN); inputs],
             watermark: i64::MIN,
             previous_watermark: i64::MIN,
             event_timers: TimerQueue::default(),
             processing_timers: TimerQueue::default(),
+            aligner: Aligner::new(inputs),
             setup,
             instance,
             values: KeyedValues::default(),
             maps: MapStore::new(),
             last_batch_done: None,
             swapped_at: None,
-        })
+        };
+        for (part, state_version) in restore {
+            worker.restore(part, state_version)?;
+        }
+        Ok(worker)
+    }
+
+    /// Takes in keyed state from a checkpoint, migrating it when it was
+    /// saved in another state layout (a savepoint of an older version, or a
+    /// swap that was under way).
+    fn restore(&mut self, part: WorkerState, state_version: u32) -> Result<()> {
+        let WorkerState {
+            watermark,
+            mut values,
+            maps,
+            event_timers,
+            processing_timers,
+        } = part;
+        if state_version != self.instance.state_version && !values.is_empty() {
+            let migrated =
+                migrate_states(&mut self.instance, state_version, &values).map_err(|reason| {
+                    anyhow::anyhow!(
+                        "operator `{}`: the restored state cannot be migrated from layout \
+                         {state_version}: {reason}",
+                        self.label()
+                    )
+                })?;
+            for (state, new) in values.values_mut().zip(migrated) {
+                *state = new;
+            }
+        }
+        self.setup
+            .metrics
+            .state_keys
+            .fetch_add(values.len() as i64, Ordering::Relaxed);
+        self.values.extend(values);
+        self.maps.extend(maps);
+        for (time, key) in event_timers.into_entries() {
+            self.event_timers.insert(time, &key);
+        }
+        for (time, key) in processing_timers.into_entries() {
+            self.processing_timers.insert(time, &key);
+        }
+        if watermark > self.watermark {
+            self.watermark = watermark;
+            self.previous_watermark = watermark;
+            self.instance.set_watermark(watermark);
+            for w in self.input_watermarks.iter_mut().flatten() {
+                *w = (*w).max(watermark);
+            }
+        }
+        Ok(())
     }
 
     /// Whether the running instance is a keyed operator.
@@ -125,11 +189,22 @@ impl Worker {
         loop {
             // A paused operator takes nothing: its input backs up.
             self.setup.failures.wait_while_paused();
-            let Some(envelope) = input.blocking_recv() else {
-                break;
+            let envelope = match self.aligner.released() {
+                Some(envelope) => envelope,
+                None => match input.blocking_recv() {
+                    Some(envelope) => envelope,
+                    None => break,
+                },
+            };
+            let admitted = self.aligner.admit(envelope);
+            if let Some(checkpoint) = self.aligner.take_aligned() {
+                self.checkpoint(checkpoint)?;
+            }
+            let Some(envelope) = admitted else {
+                continue;
             };
             match envelope {
-                Envelope::Batch(message) => {
+                Envelope::Batch { message, .. } => {
                     self.setup
                         .metrics
                         .records_in
@@ -145,8 +220,49 @@ impl Worker {
                 Envelope::Watermark { input, time } => self.advance(input, Some(time))?,
                 Envelope::Idle { input } => self.advance(input, None)?,
                 Envelope::Tick(now) => self.fire_timers(TimeDomain::ProcessingTime, now)?,
+                Envelope::Barrier { .. } | Envelope::Committed(_) => {}
             }
         }
+        Ok(())
+    }
+
+    /// Every input delivered the barrier of checkpoint `id`: passes it on
+    /// and writes this worker's state into the checkpoint.
+    fn checkpoint(&mut self, id: u64) -> Result<()> {
+        for route in self.setup.outputs.values() {
+            route.send_barrier(id)?;
+        }
+        let Some(checkpoints) = &self.setup.checkpoints else {
+            return Ok(());
+        };
+        let prepared = &self.setup.prepared;
+        let path = checkpoints
+            .pending_dir(id)
+            .join(format!("{}-{}.state", prepared.id, self.setup.index));
+        let state = WorkerStateRef {
+            watermark: self.watermark,
+            values: &self.values,
+            maps: &self.maps,
+            event_timers: &self.event_timers,
+            processing_timers: &self.processing_timers,
+        };
+        let file = store::write_file(&path, |out| {
+            postcard::to_io(&state, out)?;
+            Ok(())
+        })
+        .map_err(|e| anyhow::anyhow!("operator `{}`: checkpoint {id}: {e:#}", self.label()))?;
+        checkpoints.worker_done(
+            id,
+            self.setup.operator,
+            self.setup.index,
+            WorkerEntry {
+                version: prepared.version,
+                content_hash: prepared.content_hash.clone(),
+                state_version: self.instance.state_version,
+                state: file,
+            },
+            Arc::clone(&prepared.bytes),
+        );
         Ok(())
     }
 

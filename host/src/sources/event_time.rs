@@ -118,6 +118,18 @@ impl EventClock {
             })
     }
 
+    /// The clock's state for a checkpoint: the largest event time seen and
+    /// the last watermark sent.
+    pub(crate) fn save(&self) -> (i64, i64) {
+        (self.max_seen, self.sent)
+    }
+
+    /// Sets the clock back to a checkpoint's state.
+    pub(crate) fn restore(&mut self, (max_seen, sent): (i64, i64)) {
+        self.max_seen = max_seen;
+        self.sent = sent;
+    }
+
     /// The watermark, when it moved since the last call.
     pub(crate) fn advance(&mut self) -> Option<i64> {
         let watermark = self.max_seen.saturating_sub(self.delay_ms);

@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::sync::atomic::Ordering;
 
 use super::SourceContext;
+use crate::checkpoint::Position;
 use crate::codec::{self, BadLine};
 use crate::config::Format;
 use crate::runtime::DeadLetter;
@@ -18,20 +19,42 @@ pub const MAX_LINE_BYTES: u64 = 16 << 20;
 /// How much of an over-long line its dead letter keeps.
 const RAW_KEPT: usize = 1024;
 
-/// Reads lines in batches of `batch_size`, decodes them and sends them on.
-/// A live input (stdin) also sends a partial batch whenever it has no more
-/// bytes waiting, so records do not wait for a full batch of later ones.
+/// Where reading starts: at the beginning, or where a checkpoint left off.
+#[derive(Default)]
+pub(super) struct Start {
+    /// Bytes already read (the reader is past them).
+    pub(super) offset: u64,
+    /// Lines already read.
+    pub(super) line: u64,
+    /// A CSV file's header, once read.
+    pub(super) header: Option<Vec<String>>,
+}
+
+/// Reads lines in batches of `batch_size`, decodes them and sends them on,
+/// with a checkpoint barrier after any batch when one is due. A live input
+/// (stdin) also sends a partial batch whenever it has no more bytes waiting,
+/// so records do not wait for a full batch of later ones. Returns where it
+/// ended.
 pub(super) fn read<R: Read>(
     mut reader: BufReader<R>,
     format: Format,
     live: bool,
+    start: Start,
     context: &SourceContext,
-) -> Result<()> {
+) -> Result<Position> {
     let mut text = String::new();
     let mut lines: Vec<(u64, Range<usize>)> = Vec::with_capacity(context.batch_size);
     let mut raw = Vec::new();
-    let mut line_no = 0u64;
-    let mut header: Option<Vec<String>> = None;
+    let Start {
+        mut offset,
+        line: mut line_no,
+        mut header,
+    } = start;
+    let position = |offset: u64, line: u64, header: &Option<Vec<String>>| Position::File {
+        offset,
+        line,
+        header: header.clone(),
+    };
     loop {
         raw.clear();
         let read = (&mut reader)
@@ -41,9 +64,12 @@ pub(super) fn read<R: Read>(
         if read == 0 {
             break;
         }
+        offset += read as u64;
         line_no += 1;
         if raw.len() as u64 > MAX_LINE_BYTES && raw.last() != Some(&b'\n') {
-            let length = raw.len() as u64 + skip_line(&mut reader, &context.name)?;
+            let skipped = skip_line(&mut reader, &context.name)?;
+            offset += skipped;
+            let length = raw.len() as u64 + skipped;
             context.metrics.records_in.fetch_add(1, Ordering::Relaxed);
             raw.truncate(RAW_KEPT);
             dead_letter(
@@ -98,12 +124,13 @@ pub(super) fn read<R: Read>(
             flush(&text, &lines, format, header.as_deref(), context)?;
             text.clear();
             lines.clear();
+            context.barrier_point(|| position(offset, line_no, &header))?;
         }
     }
     if !lines.is_empty() {
         flush(&text, &lines, format, header.as_deref(), context)?;
     }
-    Ok(())
+    Ok(position(offset, line_no, &header))
 }
 
 /// Reads past the rest of a line without keeping it; returns its length

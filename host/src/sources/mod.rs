@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use arrow::array::RecordBatch;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::checkpoint::{Coordinator, Position, SourceState};
 use crate::config::{Format, Pipeline, SourceConfig};
 use crate::runtime::{DeadLetter, DeadLetters, END_OF_TIME, Message, Route, RowTimes, RunMetrics};
 pub(crate) use event_time::EventClock;
@@ -32,6 +33,12 @@ pub(crate) struct SourceContext {
     pub(crate) clock: RefCell<Option<EventClock>>,
     /// When the source last sent records, for its idleness watchdog.
     pub(crate) activity: Arc<Activity>,
+    /// The run's checkpoints, if it takes any.
+    pub(crate) checkpoints: Option<Arc<Coordinator>>,
+    /// The last checkpoint this source sent the barrier of.
+    pub(crate) barrier_sent: Cell<u64>,
+    /// Where to start: the source's state in the checkpoint restored.
+    pub(crate) restore: Option<SourceState>,
 }
 
 /// What a source's idleness watchdog watches.
@@ -82,6 +89,33 @@ fn watch_idleness(input: usize, timeout: Duration, route: Route, activity: Arc<A
 }
 
 impl SourceContext {
+    /// Sends the barrier of a checkpoint asked for since the last one, with
+    /// `position`: where the source is after every record it has sent.
+    ///
+    /// # Errors
+    /// When a downstream stage has stopped.
+    pub(crate) fn barrier_point(&self, position: impl FnOnce() -> Position) -> Result<()> {
+        let Some(checkpoints) = &self.checkpoints else {
+            return Ok(());
+        };
+        let wanted = checkpoints.requested();
+        if wanted <= self.barrier_sent.get() {
+            return Ok(());
+        }
+        self.route.send_barrier(wanted)?;
+        checkpoints.source_done(wanted, self.input, self.state(position()));
+        self.barrier_sent.set(wanted);
+        Ok(())
+    }
+
+    fn state(&self, position: Position) -> SourceState {
+        SourceState {
+            name: self.name.to_string(),
+            position,
+            clock: self.clock.borrow().as_ref().map(EventClock::save),
+        }
+    }
+
     /// Sends decoded records on: with their event times when the source has
     /// them (records without a readable one go to the dead letters), followed
     /// by the watermark when it moved.
@@ -159,16 +193,36 @@ pub(crate) fn spawn(
             } else {
                 Format::Jsonl
             };
-            let file = std::fs::File::open(&path)
+            let mut file = std::fs::File::open(&path)
                 .with_context(|| format!("source `{name}`: cannot open `{}`", path.display()))?;
+            let start = match context.restore.as_ref().map(|r| &r.position) {
+                Some(Position::File {
+                    offset,
+                    line,
+                    header,
+                }) => {
+                    use std::io::Seek;
+                    file.seek(std::io::SeekFrom::Start(*offset))
+                        .with_context(|| format!("source `{name}`: cannot seek"))?;
+                    file::Start {
+                        offset: *offset,
+                        line: *line,
+                        header: header.clone(),
+                    }
+                }
+                _ => file::Start::default(),
+            };
             let reader = std::io::BufReader::with_capacity(1 << 20, file);
-            thread.spawn(move || finish(&context, |c| file::read(reader, format, false, c)))?
+            thread
+                .spawn(move || finish(&context, |c| file::read(reader, format, false, start, c)))?
         }
         SourceConfig::Stdin { format, .. } => {
             let format = *format;
             thread.spawn(move || {
                 let stdin = std::io::BufReader::with_capacity(1 << 20, std::io::stdin());
-                finish(&context, |c| file::read(stdin, format, true, c))
+                finish(&context, |c| {
+                    file::read(stdin, format, true, file::Start::default(), c)
+                })
             })?
         }
         SourceConfig::Nexmark {
@@ -186,9 +240,21 @@ pub(crate) fn spawn(
     Ok(handle)
 }
 
-fn generate(config: &nexmark::NexmarkConfig, context: &SourceContext) -> Result<()> {
+fn generate(config: &nexmark::NexmarkConfig, context: &SourceContext) -> Result<Position> {
     let mut generator = nexmark::NexmarkGenerator::new(config);
     let mut next_event = 1u64;
+    if let Some(Position::Generator { events }) = context.restore.as_ref().map(|r| &r.position) {
+        // The events of a seed are fixed: generate the ones sent already
+        // again, and drop them.
+        let mut left = *events;
+        while left > 0 {
+            let Some(batch) = generator.next_batch(left.min(1 << 16) as usize) else {
+                break;
+            };
+            left -= batch.num_rows() as u64;
+        }
+        next_event = events + 1;
+    }
     while let Some(batch) = generator.next_batch(context.batch_size) {
         let rows = batch.num_rows() as u64;
         let lines: Arc<[u64]> = (next_event..next_event + rows).collect();
@@ -198,16 +264,35 @@ fn generate(config: &nexmark::NexmarkConfig, context: &SourceContext) -> Result<
             .records_in
             .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
         context.send(batch, lines)?;
+        context.barrier_point(|| Position::Generator {
+            events: next_event - 1,
+        })?;
     }
-    Ok(())
+    Ok(Position::Generator {
+        events: next_event - 1,
+    })
 }
 
 /// Runs a source to its end, then tells the operators that its event time
 /// has ended, so every open window and timer fires.
-fn finish(context: &SourceContext, read: impl FnOnce(&SourceContext) -> Result<()>) -> Result<()> {
+fn finish(
+    context: &SourceContext,
+    read: impl FnOnce(&SourceContext) -> Result<Position>,
+) -> Result<()> {
+    if let Some((clock, saved)) = context
+        .clock
+        .borrow_mut()
+        .as_mut()
+        .zip(context.restore.as_ref().and_then(|r| r.clock))
+    {
+        clock.restore(saved);
+    }
     let read = read(context);
     context.activity.finished.store(true, Ordering::Relaxed);
-    read?;
+    let position = read?;
+    if let Some(checkpoints) = &context.checkpoints {
+        checkpoints.source_finished(context.input, context.state(position));
+    }
     context.route.send_watermark(context.input, END_OF_TIME)
 }
 

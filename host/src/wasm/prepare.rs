@@ -43,6 +43,8 @@ pub struct PreparedOperator {
     pub content_hash: String,
     /// Size of the component file.
     pub size: usize,
+    /// The component itself, kept with every checkpoint that runs it.
+    pub bytes: std::sync::Arc<[u8]>,
     /// Whether compilation was skipped thanks to the cache.
     pub from_cache: bool,
     /// Time spent compiling or loading from the cache.
@@ -95,6 +97,7 @@ impl WasmEngine {
         let compiled = Compiled {
             content_hash,
             size: bytes.len(),
+            bytes: bytes.into(),
             from_cache,
             compile_time: started.elapsed(),
             tier: Tier::Optimized,
@@ -132,6 +135,7 @@ impl WasmEngine {
                 let compiled = Compiled {
                     content_hash,
                     size: bytes.len(),
+                    bytes: bytes.into(),
                     from_cache: false,
                     compile_time: started.elapsed(),
                     tier: Tier::Baseline,
@@ -149,6 +153,7 @@ impl WasmEngine {
 struct Compiled {
     content_hash: String,
     size: usize,
+    bytes: std::sync::Arc<[u8]>,
     from_cache: bool,
     compile_time: Duration,
     tier: Tier,
@@ -178,6 +183,7 @@ fn link(
         version,
         content_hash: compiled.content_hash,
         size: compiled.size,
+        bytes: compiled.bytes,
         from_cache: compiled.from_cache,
         compile_time: compiled.compile_time,
         tier: compiled.tier,
