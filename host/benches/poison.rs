@@ -69,11 +69,17 @@ fn run(prepared: &PreparedOperator, dead_letters: &Arc<DeadLetters>, message: &M
         inputs: 1,
         index: 0,
         failures: Arc::new(Failures::new(FailurePolicy::default())),
+        operator: 0,
+        checkpoints: None,
+        restore: Vec::new(),
     })
     .expect("the worker starts");
     let (input, receiver) = tokio::sync::mpsc::channel(1);
     input
-        .try_send(Envelope::Batch(message.clone()))
+        .try_send(Envelope::Batch {
+            input: 0,
+            message: message.clone(),
+        })
         .expect("room for one batch");
     drop(input);
     worker.run(receiver).expect("the worker runs");

@@ -6,6 +6,7 @@ mod conformance;
 mod examples;
 mod hot_swap;
 mod nexmark;
+mod recovery;
 mod refusals;
 mod sandbox;
 mod scaffold;

@@ -1,0 +1,395 @@
+//! Checkpoints and exactly-once recovery: `weir run` killed with SIGKILL at
+//! random moments and started again ends with the same output file, byte for
+//! byte, as a run that never crashed.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use weir::control::client::AdminClient;
+
+use crate::support::{Rng, admin_address, repo, run_ok, s, weir};
+
+/// Orders in each test's input: the issue asks for at least 2 million.
+const ORDERS: usize = 2_000_000;
+
+/// A folder with a sales-by-product pipeline over `ORDERS` generated orders.
+struct Sales {
+    dir: tempfile::TempDir,
+}
+
+impl Sales {
+    /// `batch_size` records per batch; `admin` adds an admin API on a free port.
+    fn new(seed: u64, batch_size: usize, admin: bool) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut input = std::io::BufWriter::new(
+            std::fs::File::create(dir.path().join("input.jsonl")).expect("input file"),
+        );
+        let mut rng = Rng::new(seed);
+        for _ in 0..ORDERS {
+            writeln!(
+                input,
+                r#"{{"product":"p{}","qty":{},"price_cents":{}}}"#,
+                rng.below(5000),
+                1 + rng.below(8),
+                100 + rng.below(800)
+            )
+            .expect("input written");
+        }
+        input.flush().expect("input written");
+        let operator = repo().join("examples/sales-by-product/operator");
+        let admin = if admin {
+            "admin = \"127.0.0.1:0\"\n"
+        } else {
+            ""
+        };
+        std::fs::write(
+            dir.path().join("pipeline.toml"),
+            format!(
+                "{admin}batch_size = {batch_size}\n\
+                 checkpoint_interval = \"100ms\"\ncheckpoint_dir = \"ck\"\n\
+                 [[source]]\ntype = \"jsonl\"\npath = \"input.jsonl\"\n\
+                 [[operator]]\nid = \"sales\"\ncrate = \"{}\"\nkey_by = \"product\"\n\
+                 [[sink]]\ntype = \"jsonl\"\npath = \"out/sales.jsonl\"\n\
+                 [dead_letter]\npath = \"out/dead-letter.jsonl\"\n",
+                s(&operator)
+            ),
+        )
+        .expect("pipeline written");
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn pipeline(&self) -> PathBuf {
+        self.path("pipeline.toml")
+    }
+
+    /// The output of an uninterrupted run (which also builds the operator).
+    fn reference(&self) -> Vec<u8> {
+        let reference = self.path("reference.jsonl");
+        run_ok(&[
+            "run",
+            s(&self.pipeline()),
+            "--fresh",
+            "--output",
+            s(&reference),
+        ]);
+        std::fs::read(reference).expect("reference output")
+    }
+
+    fn checkpoints(&self) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(self.path("ck"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                        name.starts_with("chk-") && !name.ends_with(".tmp")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        found
+    }
+
+    fn start(&self) -> Child {
+        weir()
+            .args(["run", s(&self.pipeline())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("weir starts")
+    }
+
+    /// Starts a run and kills it once `ready` holds, plus up to `jitter_ms`;
+    /// returns its log, or `None` when it finished before the kill.
+    fn crash(
+        &self,
+        rng: &mut Rng,
+        jitter_ms: u64,
+        ready: impl Fn(&Self) -> bool,
+    ) -> Option<String> {
+        let mut child = self.start();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr piped");
+        let reader = {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    log.lock().expect("log").push(line);
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !ready(self) && Instant::now() < deadline {
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(jitter_ms + 1)));
+        let finished = child.try_wait().expect("wait").is_some();
+        let _ = child.kill();
+        let status = child.wait().expect("weir ends");
+        let _ = reader.join();
+        let log = log.lock().expect("log").join("\n");
+        if finished {
+            assert!(status.success(), "weir failed: {log}");
+            return None;
+        }
+        Some(log)
+    }
+
+    /// Runs to the end; returns its log.
+    fn finish(&self) -> String {
+        let out = run_ok(&["run", s(&self.pipeline())]);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+fn has_checkpoint(sales: &Sales) -> bool {
+    !sales.checkpoints().is_empty()
+}
+
+#[test]
+fn a_run_killed_at_random_moments_resumes_to_the_output_of_an_uninterrupted_run() {
+    let sales = Sales::new(13, 1024, false);
+    let reference = sales.reference();
+    assert_eq!(
+        reference.iter().filter(|&&b| b == b'\n').count(),
+        ORDERS,
+        "one running total per order"
+    );
+    let mut rng = Rng::new(5);
+    let mut kills = 0;
+    for attempt in 0..4 {
+        let Some(log) = sales.crash(&mut rng, 600, has_checkpoint) else {
+            break;
+        };
+        kills += 1;
+        if attempt > 0 {
+            assert!(log.contains("weir: resuming from checkpoint"), "{log}");
+        }
+    }
+    assert!(
+        kills >= 2,
+        "only {kills} runs were killed before they ended"
+    );
+    let log = sales.finish();
+    assert!(log.contains("weir: resuming from checkpoint"), "{log}");
+    let output = std::fs::read(sales.path("out/sales.jsonl")).expect("output");
+    assert!(
+        output == reference,
+        "the output differs from the uninterrupted run's"
+    );
+    assert!(
+        !sales.path("ck").exists(),
+        "a run that read all its input leaves no checkpoints"
+    );
+}
+
+#[test]
+fn a_damaged_newest_checkpoint_is_skipped_for_the_one_before() {
+    let sales = Sales::new(17, 1024, false);
+    let reference = sales.reference();
+    let log = sales.crash(&mut Rng::new(1), 0, |s| s.checkpoints().len() >= 2);
+    assert!(log.is_some(), "the run ended before it was killed");
+    let checkpoints = sales.checkpoints();
+    let newest = checkpoints.last().expect("a checkpoint");
+    let previous = &checkpoints[checkpoints.len() - 2];
+    let state = newest.join("sales-0.state");
+    let mut bytes = std::fs::read(&state).expect("state file");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&state, bytes).expect("state damaged");
+
+    let log = sales.finish();
+    assert!(
+        log.contains(&format!(
+            "weir: warning: checkpoint `{}` is damaged or incomplete and is skipped: ",
+            s(newest)
+        )),
+        "{log}"
+    );
+    let previous_id: u64 = previous
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("chk-"))
+        .and_then(|n| n.parse().ok())
+        .expect("a checkpoint number");
+    assert!(
+        log.contains(&format!("weir: resuming from checkpoint {previous_id} ")),
+        "{log}"
+    );
+    let output = std::fs::read(sales.path("out/sales.jsonl")).expect("output");
+    assert!(
+        output == reference,
+        "the output differs from the uninterrupted run's"
+    );
+}
+
+#[test]
+fn a_hot_swap_between_two_crashes_survives_them_with_its_state() {
+    let v2 = weir::builder::build_crate(&repo().join("tests/fixtures/sales-v2"))
+        .expect("version 2 builds");
+    // Small batches make the run last long enough to deploy into it.
+    let sales = Sales::new(23, 64, true);
+    let reference = sales.reference();
+    assert!(
+        sales.crash(&mut Rng::new(2), 200, has_checkpoint).is_some(),
+        "the first run ended before it was killed"
+    );
+
+    // Second run: resume, deploy version 2 (new state layout, same output),
+    // wait for a checkpoint taken after the swap, crash.
+    let mut child = weir()
+        .args(["run", s(&sales.pipeline())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir starts");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let address = admin_address(&mut child, Arc::clone(&log)).expect("the admin API starts");
+    let admin = AdminClient::new(address);
+    let bytes = std::fs::read(&v2).expect("version 2");
+    let report = admin.deploy("sales", &bytes).expect("version 2 deploys");
+    assert_eq!((report.version, report.state_version), (2, 2));
+    let swapped_at = admin
+        .last_checkpoint()
+        .expect("checkpoint status")
+        .map_or(0, |c| c.id);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = admin.last_checkpoint().ok().flatten().map_or(0, |c| c.id);
+        if last > swapped_at + 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint after the swap");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the second run ended before it was killed"
+    );
+    child.kill().expect("killed");
+    child.wait().expect("weir ends");
+    let second = log.lock().expect("log").join("\n");
+    assert!(
+        second.contains("weir: resuming from checkpoint"),
+        "{second}"
+    );
+
+    // Third run: crash once more, then finish; version 2 and its state come
+    // back from the checkpoint.
+    sales.crash(&mut Rng::new(3), 300, |_| true);
+    let last = sales.finish();
+    assert!(
+        last.contains("weir: operator `sales` resumes at version 2, as checkpointed"),
+        "{last}"
+    );
+    let output = std::fs::read(sales.path("out/sales.jsonl")).expect("output");
+    assert!(
+        output == reference,
+        "the output differs from the uninterrupted run's"
+    );
+}
+
+/// The final total of every product, counted from the input.
+fn totals(input: &std::path::Path) -> std::collections::BTreeMap<String, (i64, i64)> {
+    let mut totals = std::collections::BTreeMap::new();
+    for order in crate::support::read_jsonl(input) {
+        let product = order["product"].as_str().expect("product").to_owned();
+        let (qty, price) = (order["qty"].as_i64(), order["price_cents"].as_i64());
+        let entry: &mut (i64, i64) = totals.entry(product).or_default();
+        entry.0 += qty.expect("qty");
+        entry.1 += qty.expect("qty") * price.expect("price");
+    }
+    totals
+}
+
+#[test]
+fn a_savepoint_starts_a_changed_pipeline_and_refuses_to_drop_state() {
+    let sales = Sales::new(29, 64, true);
+    // Build the operator once, outside the timed part.
+    run_ok(&["build", s(&sales.pipeline())]);
+    let mut child = sales.start();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let address = admin_address(&mut child, Arc::clone(&log)).expect("the admin API starts");
+    let savepoint = sales.path("savepoint");
+    let out = run_ok(&["savepoint", s(&savepoint), "--admin", &address.to_string()]);
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        printed.trim(),
+        format!("savepoint written to {}", s(&savepoint))
+    );
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the run ended before the savepoint was taken"
+    );
+    child.kill().expect("killed");
+    child.wait().expect("weir ends");
+
+    // The operator renamed: its state would be dropped, so it is refused.
+    let text = std::fs::read_to_string(sales.pipeline()).expect("pipeline");
+    std::fs::write(
+        sales.pipeline(),
+        text.replace("id = \"sales\"", "id = \"totals\""),
+    )
+    .expect("pipeline changed");
+    let refused = crate::support::run_err(&[
+        "run",
+        s(&sales.pipeline()),
+        "--from-savepoint",
+        s(&savepoint),
+    ]);
+    assert!(
+        refused.contains(&format!(
+            "`{}` holds state of operator(s) `sales` that the pipeline no longer has; \
+             `--allow-non-restored-state` drops it",
+            s(&savepoint)
+        )),
+        "{refused}"
+    );
+
+    // Twice the workers: the keys are split anew, every order still counts once.
+    std::fs::write(
+        sales.pipeline(),
+        text.replace(
+            "key_by = \"product\"",
+            "key_by = \"product\"\nparallelism = 2",
+        ),
+    )
+    .expect("pipeline changed");
+    let out = run_ok(&[
+        "run",
+        s(&sales.pipeline()),
+        "--from-savepoint",
+        s(&savepoint),
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("weir: starting from savepoint"), "{log}");
+    let output = crate::support::read_jsonl(&sales.path("out/sales.jsonl"));
+    assert_eq!(output.len(), ORDERS, "one running total per order");
+    let mut last = std::collections::BTreeMap::new();
+    for record in output {
+        let product = record["product"].as_str().expect("product").to_owned();
+        let units = record["units"].as_i64().expect("units");
+        let revenue = record["revenue_cents"].as_i64().expect("revenue");
+        last.insert(product, (units, revenue));
+    }
+    assert!(
+        last == totals(&sales.path("input.jsonl")),
+        "final totals differ"
+    );
+}
