@@ -21,6 +21,40 @@ struct Sales {
 }
 
 impl Sales {
+    /// The top-products example (two operators, event-time windows and
+    /// timers, a side output) over `ORDERS` generated orders over 58 days,
+    /// some out of order and some late.
+    fn top_products(seed: u64) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut input = std::io::BufWriter::new(
+            std::fs::File::create(dir.path().join("input.jsonl")).expect("input file"),
+        );
+        let mut rng = Rng::new(seed);
+        let start = 1_790_000_000_000u64;
+        for i in 0..ORDERS as u64 {
+            // Up to 6 minutes early: some past the 5-minute watermark delay.
+            let ts = start + i * 2_500 - rng.below(360_000);
+            writeln!(
+                input,
+                r#"{{"order_id":"o{i}","product":"p{}","qty":{},"ts":{ts}}}"#,
+                rng.below(300),
+                1 + rng.below(5)
+            )
+            .expect("input written");
+        }
+        input.flush().expect("input written");
+        let example = repo().join("examples/top-products");
+        let text = std::fs::read_to_string(example.join("pipeline.toml"))
+            .expect("the example's pipeline")
+            .replace("crate = \"", &format!("crate = \"{}/", s(&example)));
+        std::fs::write(
+            dir.path().join("pipeline.toml"),
+            format!("checkpoint_interval = \"100ms\"\ncheckpoint_dir = \"ck\"\n{text}"),
+        )
+        .expect("pipeline written");
+        Self { dir }
+    }
+
     /// `batch_size` records per batch; `admin` adds an admin API on a free port.
     fn new(seed: u64, batch_size: usize, admin: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -80,6 +114,26 @@ impl Sales {
             s(&reference),
         ]);
         std::fs::read(reference).expect("reference output")
+    }
+
+    /// Every output file of the pipeline (dead letters aside), by name.
+    fn outputs(&self) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(self.path("out"))
+            .expect("output folder")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| !p.ends_with("dead-letter.jsonl"))
+            .map(|p| {
+                let name = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("")
+                    .to_owned();
+                (name, std::fs::read(&p).expect("output"))
+            })
+            .collect();
+        files.sort();
+        files
     }
 
     fn checkpoints(&self) -> Vec<PathBuf> {
@@ -301,6 +355,60 @@ fn a_hot_swap_between_two_crashes_survives_them_with_its_state() {
     let output = std::fs::read(sales.path("out/sales.jsonl")).expect("output");
     assert!(
         output == reference,
+        "the output differs from the uninterrupted run's"
+    );
+}
+
+#[test]
+fn top_products_killed_at_random_moments_resumes_to_the_output_of_an_uninterrupted_run() {
+    let job = Sales::top_products(31);
+    let sorted_late = |files: Vec<(String, Vec<u8>)>| {
+        // The late records of two workers interleave as they arrive, in no
+        // fixed order: compare them as sets. Everything else byte for byte.
+        files
+            .into_iter()
+            .map(|(name, bytes)| {
+                if name == "late.jsonl" {
+                    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+                    lines.sort_unstable();
+                    (name, lines.concat())
+                } else {
+                    (name, bytes)
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    run_ok(&["run", s(&job.pipeline()), "--fresh"]);
+    let reference = sorted_late(job.outputs());
+    let days = reference
+        .iter()
+        .find(|(name, _)| name == "top-products.jsonl")
+        .map_or(0, |(_, bytes)| {
+            bytes.iter().filter(|&&b| b == b'\n').count()
+        });
+    assert!(days > 500, "57 days of top-10 lists, {days} lines");
+    assert!(
+        reference
+            .iter()
+            .any(|(name, bytes)| name == "late.jsonl" && !bytes.is_empty()),
+        "some orders are late"
+    );
+    let mut rng = Rng::new(8);
+    let mut kills = 0;
+    for _ in 0..4 {
+        if job.crash(&mut rng, 600, has_checkpoint).is_none() {
+            break;
+        }
+        kills += 1;
+    }
+    assert!(
+        kills >= 2,
+        "only {kills} runs were killed before they ended"
+    );
+    let log = job.finish();
+    assert!(log.contains("weir: resuming from checkpoint"), "{log}");
+    assert!(
+        sorted_late(job.outputs()) == reference,
         "the output differs from the uninterrupted run's"
     );
 }

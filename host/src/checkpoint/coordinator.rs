@@ -320,6 +320,8 @@ impl Coordinator {
                 .map_or_else(|e| e.into_inner().0, |(g, _)| g);
         }
         let id = self.requested() + 1;
+        // A run killed while taking checkpoint `id` left its folder behind.
+        let _ = std::fs::remove_dir_all(self.pending_dir(id));
         if let Err(e) = std::fs::create_dir_all(self.pending_dir(id)) {
             tracing::error!("cannot start checkpoint {id}: {e}");
             progress.last_trigger = Some(Instant::now());

@@ -149,6 +149,7 @@ pub struct WorkerState {
     /// The worker's watermark.
     pub watermark: i64,
     /// Value states by key.
+    #[serde(with = "bytes_map")]
     pub values: KeyedValues,
     /// Map states by key.
     pub maps: MapStore,
@@ -158,6 +159,43 @@ pub struct WorkerState {
     pub processing_timers: TimerQueue,
 }
 
+/// Value states as a map of byte strings: written as blocks, not byte by
+/// byte (a state file of a million keys wrote several times faster).
+mod bytes_map {
+    use super::KeyedValues;
+    use serde::de::{MapAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(values: &KeyedValues, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(values.iter().map(|(k, v)| (k, serde_bytes::Bytes::new(v))))
+    }
+
+    pub fn serialize_ref<S: Serializer>(values: &&KeyedValues, s: S) -> Result<S::Ok, S::Error> {
+        serialize(values, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<KeyedValues, D::Error> {
+        struct Values;
+        impl<'de> Visitor<'de> for Values {
+            type Value = KeyedValues;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of value states")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeyedValues, A::Error> {
+                let mut values = KeyedValues::with_capacity_and_hasher(
+                    map.size_hint().unwrap_or(0),
+                    Default::default(),
+                );
+                while let Some((key, value)) = map.next_entry::<String, serde_bytes::ByteBuf>()? {
+                    values.insert(key, value.into_vec());
+                }
+                Ok(values)
+            }
+        }
+        d.deserialize_map(Values)
+    }
+}
+
 /// A worker's keyed state borrowed for writing (the same layout as
 /// [`WorkerState`]).
 #[derive(Serialize)]
@@ -165,6 +203,7 @@ pub struct WorkerStateRef<'a> {
     /// The worker's watermark.
     pub watermark: i64,
     /// Value states by key.
+    #[serde(serialize_with = "bytes_map::serialize_ref")]
     pub values: &'a KeyedValues,
     /// Map states by key.
     pub maps: &'a MapStore,

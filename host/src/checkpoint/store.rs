@@ -39,25 +39,30 @@ pub fn write_file(
     write: impl FnOnce(&mut dyn Write) -> Result<()>,
 ) -> Result<FileEntry> {
     let file = File::create(path).with_context(|| format!("cannot create `{}`", path.display()))?;
-    let mut out = Checksummed {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        hasher: crc32fast::Hasher::new(),
-        bytes: 0,
-    };
+    // Buffered before the checksum, so it sees large blocks.
+    let mut out = BufWriter::with_capacity(
+        1 << 20,
+        Checksummed {
+            inner: file,
+            hasher: crc32fast::Hasher::new(),
+            bytes: 0,
+        },
+    );
     write(&mut out).with_context(|| format!("cannot write `{}`", path.display()))?;
-    let file = out
-        .inner
+    let written = out
         .into_inner()
         .map_err(|e| anyhow!("cannot write `{}`: {}", path.display(), e.error()))?;
-    file.sync_all()
+    written
+        .inner
+        .sync_all()
         .with_context(|| format!("cannot sync `{}`", path.display()))?;
     Ok(FileEntry {
         file: path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        bytes: out.bytes,
-        crc32: out.hasher.finalize(),
+        bytes: written.bytes,
+        crc32: written.hasher.finalize(),
     })
 }
 
@@ -227,6 +232,8 @@ pub fn add_component(dir: &Path, into: &Path, hash: &str, bytes: &[u8]) -> Resul
             .with_context(|| format!("cannot write `{}`", source.display()))?;
     }
     let target = into.join(&name);
+    // Never copy onto an old link to the same file: that would empty it.
+    let _ = std::fs::remove_file(&target);
     if std::fs::hard_link(&source, &target).is_err() {
         std::fs::copy(&source, &target)
             .with_context(|| format!("cannot copy a component into `{}`", into.display()))?;
@@ -254,4 +261,41 @@ pub fn copy(from: &Path, to: &Path) -> Result<()> {
     sync_dir(&tmp)?;
     std::fs::rename(&tmp, to).with_context(|| format!("cannot create `{}`", to.display()))?;
     load(to).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_component_linked_again_into_a_leftover_folder_keeps_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let pending = dir.path().join("chk-000001.tmp");
+        std::fs::create_dir_all(&pending).unwrap();
+        add_component(dir.path(), &pending, "abc", b"component").unwrap();
+        // A run killed mid-checkpoint leaves the link; the next run takes
+        // the same checkpoint number again.
+        add_component(dir.path(), &pending, "abc", b"component").unwrap();
+        assert_eq!(
+            std::fs::read(pending.join("abc.wasm")).unwrap(),
+            b"component"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("components/abc.wasm")).unwrap(),
+            b"component"
+        );
+    }
+
+    #[test]
+    fn a_damaged_file_is_told_apart_by_its_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = write_file(&dir.path().join("state"), |out| {
+            Ok(out.write_all(b"keyed state")?)
+        })
+        .unwrap();
+        assert_eq!(read_file(dir.path(), &entry).unwrap(), b"keyed state");
+        std::fs::write(dir.path().join("state"), b"keyed stage").unwrap();
+        let error = read_file(dir.path(), &entry).unwrap_err().to_string();
+        assert!(error.contains("has checksum"), "{error}");
+    }
 }
