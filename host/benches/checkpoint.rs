@@ -18,7 +18,7 @@ use weir::checkpoint::{
     self, Checkpointing, FileEntry, Folder, WorkerState, WorkerStateRef, store,
 };
 use weir::config::Pipeline;
-use weir::runtime::{KeyedValues, TimerQueue};
+use weir::runtime::{TimerQueue, ValueStates};
 use weir::wasm::MapStore;
 use weir::{WasmEngine, operators, runtime};
 
@@ -116,18 +116,18 @@ fn interval(c: &mut Criterion) {
 }
 
 /// A worker state of `keys` keys, each with a sales-by-product total.
-fn state(keys: usize) -> KeyedValues {
-    let mut values = KeyedValues::default();
+fn state(keys: usize) -> ValueStates {
+    let mut values = weir::runtime::KeyedValues::default();
     for key in 0..keys {
         values.insert(
             format!("product-{key}"),
             format!(r#"{{"units":{},"revenue_cents":{}}}"#, key % 97, key * 13).into_bytes(),
         );
     }
-    values
+    ValueStates::Memory(values)
 }
 
-fn write(dir: &Path, values: &KeyedValues) -> FileEntry {
+fn write(dir: &Path, values: &ValueStates) -> FileEntry {
     let (maps, timers) = (MapStore::new(), TimerQueue::default());
     let state = WorkerStateRef {
         watermark: 0,

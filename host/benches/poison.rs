@@ -72,6 +72,7 @@ fn run(prepared: &PreparedOperator, dead_letters: &Arc<DeadLetters>, message: &M
         operator: 0,
         checkpoints: None,
         restore: Vec::new(),
+        state_file: None,
     })
     .expect("the worker starts");
     let (input, receiver) = tokio::sync::mpsc::channel(1);

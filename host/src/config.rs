@@ -45,6 +45,21 @@ pub struct PipelineConfig {
     /// file).
     #[serde(default)]
     pub checkpoint_dir: Option<PathBuf>,
+    /// Where keyed value states live while the pipeline runs.
+    #[serde(default)]
+    pub state_backend: StateBackend,
+}
+
+/// Where keyed value states live while a pipeline runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// In memory: the fastest.
+    #[default]
+    Memory,
+    /// In an embedded database file per worker (redb), for state that
+    /// outgrows memory; checkpoints and recovery work the same.
+    Disk,
 }
 
 /// One source; the `type` key picks the kind.
@@ -675,6 +690,26 @@ impl Pipeline {
             .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy());
         self.resolve(Path::new(".weir/checkpoints"))
             .join(format!("{stem}-{hash}"))
+    }
+
+    /// The folder of this run's disk state stores (`state_backend = "disk"`):
+    /// `.weir/state/<process id>` beside the pipeline file. Folders of runs
+    /// that are gone are deleted.
+    pub fn state_dir_path(&self) -> PathBuf {
+        let root = self.resolve(Path::new(".weir/state"));
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                let gone = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+                if gone {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        root.join(std::process::id().to_string())
     }
 
     /// Whether every source can be read again from a position: not so

@@ -254,6 +254,49 @@ fn a_run_killed_at_random_moments_resumes_to_the_output_of_an_uninterrupted_run(
 }
 
 #[test]
+fn the_disk_state_backend_gives_the_same_output_and_survives_kills_alike() {
+    let sales = Sales::new(37, 1024, false);
+    let reference = sales.reference();
+    let text = std::fs::read_to_string(sales.pipeline()).expect("pipeline");
+    std::fs::write(
+        sales.pipeline(),
+        format!("state_backend = \"disk\"\n{text}"),
+    )
+    .expect("pipeline changed");
+    let mut rng = Rng::new(11);
+    let mut kills = 0;
+    for _ in 0..3 {
+        if sales.crash(&mut rng, 1500, has_checkpoint).is_none() {
+            break;
+        }
+        kills += 1;
+    }
+    assert!(
+        kills >= 2,
+        "only {kills} runs were killed before they ended"
+    );
+    let log = sales.finish();
+    assert!(log.contains("weir: resuming from checkpoint"), "{log}");
+    let output = std::fs::read(sales.path("out/sales.jsonl")).expect("output");
+    assert!(
+        output == reference,
+        "the output differs from the in-memory run's"
+    );
+    let stores: Vec<_> = std::fs::read_dir(sales.path(".weir/state"))
+        .map(|d| {
+            d.flatten()
+                .flat_map(|e| std::fs::read_dir(e.path()))
+                .flatten()
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        stores.is_empty(),
+        "a finished run leaves no state store: {stores:?}"
+    );
+}
+
+#[test]
 fn a_damaged_newest_checkpoint_is_skipped_for_the_one_before() {
     let sales = Sales::new(17, 1024, false);
     let reference = sales.reference();
@@ -468,6 +511,21 @@ fn a_savepoint_starts_a_changed_pipeline_and_refuses_to_drop_state() {
             s(&savepoint)
         )),
         "{refused}"
+    );
+
+    let dropped = run_ok(&[
+        "run",
+        s(&sales.pipeline()),
+        "--from-savepoint",
+        s(&savepoint),
+        "--allow-non-restored-state",
+    ]);
+    let log = String::from_utf8_lossy(&dropped.stderr);
+    assert!(
+        log.contains(
+            "weir: warning: the state of operator(s) sales is dropped: the pipeline no longer has them"
+        ),
+        "{log}"
     );
 
     // Twice the workers: the keys are split anew, every order still counts once.

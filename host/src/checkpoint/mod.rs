@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::runtime::KeyedValues;
 use crate::runtime::TimerQueue;
+use crate::runtime::{KeyedValues, ValueStates};
 use crate::wasm::MapStore;
 
 /// The default time between checkpoints.
@@ -170,8 +170,11 @@ mod bytes_map {
         s.collect_map(values.iter().map(|(k, v)| (k, serde_bytes::Bytes::new(v))))
     }
 
-    pub fn serialize_ref<S: Serializer>(values: &&KeyedValues, s: S) -> Result<S::Ok, S::Error> {
-        serialize(values, s)
+    pub fn serialize_states<S: Serializer>(
+        values: &&crate::runtime::ValueStates,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        values.serialize_map(s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<KeyedValues, D::Error> {
@@ -203,8 +206,8 @@ pub struct WorkerStateRef<'a> {
     /// The worker's watermark.
     pub watermark: i64,
     /// Value states by key.
-    #[serde(serialize_with = "bytes_map::serialize_ref")]
-    pub values: &'a KeyedValues,
+    #[serde(serialize_with = "bytes_map::serialize_states")]
+    pub values: &'a ValueStates,
     /// Map states by key.
     pub maps: &'a MapStore,
     /// Event-time timers.

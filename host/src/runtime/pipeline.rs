@@ -217,6 +217,12 @@ pub fn start(
         c.set_sinks(sink_senders.iter().map(|(_, s)| s.downgrade()).collect());
     }
 
+    // Disk state: a working store per run, under the pipeline's `.weir`.
+    let state_dir = match config.state_backend {
+        crate::config::StateBackend::Memory => None,
+        crate::config::StateBackend::Disk => Some(pipeline.state_dir_path()),
+    };
+
     // One channel per worker of every operator.
     let mut worker_channels = Vec::new();
     for op in &config.operators {
@@ -298,6 +304,9 @@ pub fn start(
                 operator: index,
                 checkpoints: checkpoints.clone(),
                 restore,
+                state_file: state_dir
+                    .as_ref()
+                    .map(|dir| dir.join(format!("{}-{worker_index}.redb", op.id))),
             })?;
             state_version = worker.state_version();
             if worker.is_keyed() && op.key_by.is_none() && op.parallelism > 1 {

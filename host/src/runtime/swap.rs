@@ -73,43 +73,43 @@ impl VersionStats {
 }
 
 /// Migrates every state of a worker with the new instance, in chunks, and
-/// returns the new states in the map's iteration order (the map is not
-/// touched, so the old version can go on with it if the swap is refused).
+/// returns the new states in the states' iteration order (they are not
+/// touched, so the old version can go on with them if the swap is refused).
 ///
 /// # Errors
 /// The reason, naming the first key that could not be migrated.
 pub fn migrate_states(
     instance: &mut OperatorInstance,
     from: u32,
-    values: &super::worker::KeyedValues,
+    values: &super::state::ValueStates,
 ) -> Result<Vec<Vec<u8>>, String> {
-    let entries: Vec<(&String, &Vec<u8>)> = values.iter().collect();
     let mut migrated = Vec::with_capacity(values.len());
-    for chunk in entries.chunks(MIGRATION_CHUNK) {
-        let states: Vec<&[u8]> = chunk.iter().map(|(_, v)| v.as_slice()).collect();
+    values.for_each_chunk(MIGRATION_CHUNK, |chunk| {
+        let states: Vec<&[u8]> = chunk.iter().map(|(_, v)| *v).collect();
         match instance.migrate(from, &states) {
-            Ok(new) if new.len() == chunk.len() => migrated.extend(new),
-            Ok(new) => {
-                return Err(format!(
-                    "`migrate` returned {} states for {} keys",
-                    new.len(),
-                    chunk.len()
-                ));
+            Ok(new) if new.len() == chunk.len() => {
+                migrated.extend(new);
+                Ok(())
             }
+            Ok(new) => Err(format!(
+                "`migrate` returned {} states for {} keys",
+                new.len(),
+                chunk.len()
+            )),
             Err(MigrateError::Key { index, reason }) => {
-                let key = chunk.get(index).map_or("?", |(k, _)| k.as_str());
-                return Err(format!(
+                let key = chunk.get(index).map_or("?", |(k, _)| *k);
+                Err(format!(
                     "migrating the state of key `{key}` failed: {reason}"
-                ));
+                ))
             }
             Err(MigrateError::Call(CallError::Trap(reason) | CallError::Failed(reason))) => {
-                let first = chunk.first().map_or("?", |(k, _)| k.as_str());
-                return Err(format!(
+                let first = chunk.first().map_or("?", |(k, _)| *k);
+                Err(format!(
                     "migrating {} states (from key `{first}` on) failed: {reason}",
                     chunk.len()
-                ));
+                ))
             }
         }
-    }
+    })?;
     Ok(migrated)
 }

@@ -17,6 +17,7 @@ use super::keys::{KeyGroups, group_rows};
 use super::message::{Envelope, Message, RowTimes};
 use super::metrics::OperatorMetrics;
 use super::route::Route;
+use super::state::ValueStates;
 use super::swap::{SwapOrder, SwapReply, VersionStats, migrate_states};
 use super::timers::TimerQueue;
 use crate::checkpoint::{Coordinator, WorkerEntry, WorkerState, WorkerStateRef, store};
@@ -60,14 +61,17 @@ pub struct WorkerSetup {
     /// Restored keyed state of the keys this worker owns: one part per
     /// worker that saved it, with the state layout version it is in.
     pub restore: Vec<(WorkerState, u32)>,
+    /// Where value states live: in memory (`None`), or in a database file
+    /// at this path (`state_backend = "disk"`).
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// A worker: runs batches through its instance and routes what comes out.
 pub struct Worker {
     setup: WorkerSetup,
     instance: OperatorInstance,
-    /// Value state of the keys this worker owns (JSON, as the guest wrote it).
-    values: KeyedValues,
+    /// Value state of the keys this worker owns (as the guest wrote it).
+    values: ValueStates,
     maps: MapStore,
     /// When the last batch finished.
     last_batch_done: Option<Instant>,
@@ -88,9 +92,6 @@ pub struct Worker {
     aligner: Aligner,
 }
 
-/// Value states by key.
-pub type KeyedValues = HashMap<String, Vec<u8>, foldhash::fast::RandomState>;
-
 /// Timers fired per guest call.
 const TIMERS_PER_CALL: usize = 1024;
 
@@ -103,6 +104,10 @@ impl Worker {
         let instance = new_instance(&setup)?;
         let inputs = setup.inputs.max(1);
         let restore = std::mem::take(&mut setup.restore);
+        let values = match &setup.state_file {
+            Some(path) => ValueStates::on_disk(path.clone())?,
+            None => ValueStates::Memory(Default::default()),
+        };
         let mut worker = Self {
             input_watermarks: vec![Some(i64::MIN); inputs],
             watermark: i64::MIN,
@@ -112,7 +117,7 @@ impl Worker {
             aligner: Aligner::new(inputs),
             setup,
             instance,
-            values: KeyedValues::default(),
+            values,
             maps: MapStore::new(),
             last_batch_done: None,
             swapped_at: None,
@@ -135,23 +140,26 @@ impl Worker {
             processing_timers,
         } = part;
         if state_version != self.instance.state_version && !values.is_empty() {
+            let mut saved = ValueStates::Memory(values);
             let migrated =
-                migrate_states(&mut self.instance, state_version, &values).map_err(|reason| {
+                migrate_states(&mut self.instance, state_version, &saved).map_err(|reason| {
                     anyhow::anyhow!(
                         "operator `{}`: the restored state cannot be migrated from layout \
                          {state_version}: {reason}",
                         self.label()
                     )
                 })?;
-            for (state, new) in values.values_mut().zip(migrated) {
-                *state = new;
-            }
+            saved.replace_in_order(migrated)?;
+            values = match saved {
+                ValueStates::Memory(values) => values,
+                ValueStates::Disk(_) => Default::default(),
+            };
         }
         self.setup
             .metrics
             .state_keys
             .fetch_add(values.len() as i64, Ordering::Relaxed);
-        self.values.extend(values);
+        self.values.extend(values)?;
         self.maps.extend(maps);
         for (time, key) in event_timers.into_entries() {
             self.event_timers.insert(time, &key);
@@ -203,25 +211,33 @@ impl Worker {
             let Some(envelope) = admitted else {
                 continue;
             };
-            match envelope {
-                Envelope::Batch { message, .. } => {
-                    self.setup
-                        .metrics
-                        .records_in
-                        .fetch_add(message.rows() as u64, Ordering::Relaxed);
-                    self.process(&message)?;
-                    let now = Instant::now();
-                    if let Some(previous) = self.swapped_at.take() {
-                        self.setup.stats.batch_done(previous, now);
-                    }
-                    self.last_batch_done = Some(now);
+            self.handle(envelope)?;
+            self.values
+                .commit()
+                .map_err(|e| anyhow::anyhow!("operator `{}`: {e:#}", self.label()))?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, envelope: Envelope) -> Result<()> {
+        match envelope {
+            Envelope::Batch { message, .. } => {
+                self.setup
+                    .metrics
+                    .records_in
+                    .fetch_add(message.rows() as u64, Ordering::Relaxed);
+                self.process(&message)?;
+                let now = Instant::now();
+                if let Some(previous) = self.swapped_at.take() {
+                    self.setup.stats.batch_done(previous, now);
                 }
-                Envelope::Swap(order) => self.swap(*order),
-                Envelope::Watermark { input, time } => self.advance(input, Some(time))?,
-                Envelope::Idle { input } => self.advance(input, None)?,
-                Envelope::Tick(now) => self.fire_timers(TimeDomain::ProcessingTime, now)?,
-                Envelope::Barrier { .. } | Envelope::Committed(_) => {}
+                self.last_batch_done = Some(now);
             }
+            Envelope::Swap(order) => self.swap(*order),
+            Envelope::Watermark { input, time } => self.advance(input, Some(time))?,
+            Envelope::Idle { input } => self.advance(input, None)?,
+            Envelope::Tick(now) => self.fire_timers(TimeDomain::ProcessingTime, now)?,
+            Envelope::Barrier { .. } | Envelope::Committed(_) => {}
         }
         Ok(())
     }
@@ -327,12 +343,13 @@ impl Worker {
                 time: *time,
             })
             .collect();
+        self.values.load(keys.iter().copied())?;
         let args: Vec<KeyGroupArg<'_>> = keys
             .iter()
             .map(|key| KeyGroupArg {
                 key,
                 rows: &[],
-                state: self.values.get(*key).map(Vec::as_slice),
+                state: self.values.get(key),
             })
             .collect();
         let result = self.instance.on_timer(&fired, &args, &mut self.maps);
@@ -402,9 +419,9 @@ impl Worker {
                     if reply.send(ready).is_err() || verdict.recv() != Ok(true) {
                         return;
                     }
-                    // Same map, untouched since: same iteration order.
-                    for (state, new) in self.values.values_mut().zip(migrated) {
-                        *state = new;
+                    // Same states, untouched since: same iteration order.
+                    if let Err(e) = self.values.replace_in_order(migrated) {
+                        tracing::error!(operator = %self.label(), "{e:#}");
                     }
                 }
                 Err(reason) => {
@@ -487,12 +504,15 @@ impl Worker {
                     .map_err(|e| CallError::Failed(e.to_string()))?;
             }
         }
+        self.values
+            .load(groups.iter().map(|(k, _)| k.as_ref()))
+            .map_err(|e| CallError::Failed(format!("{e:#}")))?;
         let args: Vec<KeyGroupArg<'_>> = groups
             .iter()
             .map(|(key, rows)| KeyGroupArg {
                 key,
                 rows,
-                state: self.values.get(key.as_ref()).map(Vec::as_slice),
+                state: self.values.get(key.as_ref()),
             })
             .collect();
         let mut output = self
@@ -519,17 +539,11 @@ impl Worker {
         let count = &self.setup.metrics.state_keys;
         for (group, state) in std::mem::take(&mut output.state_updates) {
             let key = key_of(group)?;
-            match (state, self.values.get_mut(key)) {
-                (Some(bytes), Some(old)) => *old = bytes,
-                (Some(bytes), None) => {
-                    self.values.insert(key.to_owned(), bytes);
-                    count.fetch_add(1, Ordering::Relaxed);
+            match self.values.set(key, state) {
+                0 => {}
+                delta => {
+                    count.fetch_add(delta, Ordering::Relaxed);
                 }
-                (None, Some(_)) => {
-                    self.values.remove(key);
-                    count.fetch_sub(1, Ordering::Relaxed);
-                }
-                (None, None) => {}
             }
         }
         for timer in &output.timers {
