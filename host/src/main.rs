@@ -284,11 +284,19 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { json, admin } => {
-            let status = AdminClient::new(admin).status()?;
+            let client = AdminClient::new(admin);
+            let status = client.status()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 print!("{}", status_table(&status));
+                match client.last_checkpoint()? {
+                    Some(c) => println!(
+                        "last checkpoint: {} in {:.1} ms, {} bytes of state ({})",
+                        c.id, c.duration_ms, c.state_bytes, c.path
+                    ),
+                    None => println!("last checkpoint: none yet"),
+                }
             }
             Ok(())
         }
