@@ -4,7 +4,13 @@
 //! either a record or a dead letter, say).
 //!
 //! They cover what comes from outside the host: JSON Lines and CSV input,
-//! pipeline files, and the batches a guest returns across the Wasm boundary.
+//! pipeline files, the batches a guest returns across the Wasm boundary,
+//! and checkpoint files read back from disk.
+//!
+//! `cargo fuzz` (nightly, `fuzz/`) runs them coverage-guided. On stable,
+//! `cargo test` runs each over a bounded number of inputs mutated from
+//! hand-written seeds and the kept regressions (`fuzzing::tests::mutated`):
+//! not coverage-guided, but in every CI run.
 
 use crate::codec;
 use crate::wasm::bindings::types;
@@ -72,6 +78,13 @@ pub fn pipeline(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::config::Pipeline::parse(text, std::path::Path::new("fuzz.toml"));
     }
+}
+
+/// A checkpoint's state file and manifest: decoded, or refused with an
+/// error (their checksums catch damage; this is about never panicking).
+pub fn checkpoint(data: &[u8]) {
+    let _ = postcard::from_bytes::<crate::checkpoint::WorkerState>(data);
+    let _ = serde_json::from_slice::<crate::checkpoint::Manifest>(data);
 }
 
 /// A guest's output for a call of `rows` input rows, built from the bytes:
@@ -160,11 +173,12 @@ mod tests {
 
     type Target = fn(&[u8]);
 
-    const TARGETS: [(&str, Target); 4] = [
+    const TARGETS: [(&str, Target); 5] = [
         ("jsonl", jsonl),
         ("csv", csv),
         ("pipeline", pipeline),
         ("guest_output", guest_output),
+        ("checkpoint", checkpoint),
     ];
 
     #[test]
@@ -197,6 +211,104 @@ mod tests {
                 .map(|i| seed.wrapping_mul(31).wrapping_add(i * 7))
                 .collect();
             guest_output(&bytes);
+        }
+    }
+
+    /// Seeds per target: valid inputs, for mutations to break.
+    fn seeds(target: &str) -> Vec<Vec<u8>> {
+        let mut seeds: Vec<Vec<u8>> = match target {
+            "jsonl" => vec![
+                br#"{"product":"tea","qty":2,"price_cents":300,"tags":["a"],"n":null}"#.to_vec(),
+                b"{\"a\":1.5e3}\n{\"a\":\"x\"}\n{\"a\":{\"b\":[1,2]}}\n".to_vec(),
+            ],
+            "csv" => vec![b"product,qty,price\ntea,2,3.5\n\"a,b\",1,\n".to_vec()],
+            "pipeline" => vec![
+                std::fs::read(
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("../examples/top-products/pipeline.toml"),
+                )
+                .unwrap(),
+            ],
+            "checkpoint" => {
+                let mut state = crate::checkpoint::WorkerState::default();
+                state
+                    .values
+                    .insert("tea".into(), br#"{"units":3}"#.to_vec());
+                state.event_timers.insert(86_400_000, "tea");
+                let manifest = br#"{"id":3,"completed_at":"2026-12-06T00:00:00Z","sources":[{"name":"orders","position":{"File":{"offset":10,"line":1,"header":null}},"clock":[5,0]}],"operators":[{"id":"sales","workers":[{"version":1,"content_hash":"ab","state_version":0,"state":{"file":"sales-0.state","bytes":9,"crc32":1}}]}],"sinks":[{"path":"out.jsonl","bytes":0}]}"#;
+                vec![postcard::to_stdvec(&state).unwrap(), manifest.to_vec()]
+            }
+            _ => vec![(0..=255u8).collect()],
+        };
+        let kept = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/regressions")
+            .join(target);
+        if let Ok(entries) = std::fs::read_dir(kept) {
+            seeds.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| std::fs::read(e.path()).ok()),
+            );
+        }
+        seeds
+    }
+
+    /// One random change: flip, insert, delete or copy bytes, or insert a
+    /// token that matters to the formats.
+    fn mutate(input: &mut Vec<u8>, rng: &mut u64) {
+        let mut next = || {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            *rng
+        };
+        const TOKENS: [&[u8]; 12] = [
+            b"{", b"}", b"\"", b",", b"\n", b"[", b"]", b"\\u", b"1e999", b"null", b"=", b"\xff",
+        ];
+        let at = |n: u64, len: usize| (n % (len as u64 + 1)) as usize;
+        match next() % 6 {
+            0 if !input.is_empty() => {
+                let i = at(next(), input.len() - 1);
+                input[i] ^= 1 << (next() % 8);
+            }
+            1 => {
+                let i = at(next(), input.len());
+                input.insert(i, next() as u8);
+            }
+            2 if !input.is_empty() => {
+                let i = at(next(), input.len() - 1);
+                let n = (next() % 8) as usize;
+                input.drain(i..(i + n).min(input.len()));
+            }
+            3 if input.len() > 1 => {
+                let from = at(next(), input.len() - 1);
+                let to = at(next(), input.len());
+                let piece: Vec<u8> = input[from..(from + 16).min(input.len())].to_vec();
+                input.splice(to..to, piece);
+            }
+            4 => {
+                let i = at(next(), input.len());
+                let token = TOKENS[(next() % TOKENS.len() as u64) as usize];
+                input.splice(i..i, token.iter().copied());
+            }
+            _ => input.truncate(at(next(), input.len())),
+        }
+    }
+
+    /// Every target over 20,000 inputs, each a seed after 1 to 8 random
+    /// changes: the fuzzing CI can run on stable Rust.
+    #[test]
+    fn mutated() {
+        for (target, run) in TARGETS {
+            let seeds = seeds(target);
+            let mut rng = 0x5EED_u64 ^ target.len() as u64;
+            for i in 0..20_000 {
+                let mut input = seeds[i % seeds.len()].clone();
+                for _ in 0..=(i % 8) {
+                    mutate(&mut input, &mut rng);
+                }
+                run(&input);
+            }
         }
     }
 }

@@ -185,8 +185,9 @@ mod bytes_map {
                 f.write_str("a map of value states")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeyedValues, A::Error> {
+                // A damaged length must not reserve memory it does not have.
                 let mut values = KeyedValues::with_capacity_and_hasher(
-                    map.size_hint().unwrap_or(0),
+                    map.size_hint().unwrap_or(0).min(1 << 16),
                     Default::default(),
                 );
                 while let Some((key, value)) = map.next_entry::<String, serde_bytes::ByteBuf>()? {
