@@ -2,7 +2,8 @@
 //!
 //! - `checkpoint interval`: Nexmark q1 (20 M generated events, blackhole sink)
 //!   and sales-by-product (2 M orders from a file, to an exactly-once file
-//!   sink), each with no checkpoints and with one every second, in one run.
+//!   sink; also with `state_backend = "disk"`), each with no checkpoints and
+//!   with one every second, in one run.
 //! - `worker state`: writing and reading back (checksum, decode, split by
 //!   worker) one worker's state file of 1 M and 10 M keys, the part of a
 //!   checkpoint and of a recovery that grows with the state.
@@ -81,15 +82,16 @@ fn interval(c: &mut Criterion) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().unwrap();
     let engine = WasmEngine::new().unwrap();
+    let sales = sales_pipeline(&repo, dir.path());
+    let sales_on_disk = dir.path().join("sales-disk.toml");
+    let text = std::fs::read_to_string(&sales).unwrap();
+    std::fs::write(&sales_on_disk, format!("state_backend = \"disk\"\n{text}")).unwrap();
     let mut group = c.benchmark_group("checkpoint interval");
     group.sample_size(10);
     for (name, file, records) in [
         ("q1", q1_pipeline(&repo, dir.path()), Q1_EVENTS),
-        (
-            "sales-by-product",
-            sales_pipeline(&repo, dir.path()),
-            RECORDS,
-        ),
+        ("sales-by-product", sales, RECORDS),
+        ("sales-by-product, disk state", sales_on_disk, RECORDS),
     ] {
         group.throughput(Throughput::Elements(records));
         let pipeline = Pipeline::load(&file).unwrap();

@@ -328,6 +328,14 @@ pub fn partition(states: Vec<(WorkerState, u32)>, workers: usize) -> Vec<Vec<(Wo
         .map(|(s, _)| s.watermark)
         .min()
         .unwrap_or(i64::MIN);
+    if workers == 1 {
+        // One owner for every key: no need to split (nor to hash them again).
+        let mut states = states;
+        for (state, _) in &mut states {
+            state.watermark = watermark;
+        }
+        return vec![states];
+    }
     let mut out: Vec<Vec<(WorkerState, u32)>> = (0..workers).map(|_| Vec::new()).collect();
     for (state, state_version) in states {
         let mut parts: Vec<WorkerState> = (0..workers)

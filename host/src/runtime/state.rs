@@ -274,6 +274,10 @@ impl ValueStates {
     /// When the store cannot be written.
     pub fn extend(&mut self, restored: KeyedValues) -> Result<()> {
         match self {
+            Self::Memory(values) if values.is_empty() => {
+                *values = restored;
+                Ok(())
+            }
             Self::Memory(values) => {
                 values.extend(restored);
                 Ok(())
