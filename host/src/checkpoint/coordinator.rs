@@ -64,6 +64,8 @@ struct Progress {
 struct Pending {
     id: u64,
     started: Instant,
+    /// Why a participant could not write its part, if one could not.
+    failed: Option<String>,
     sources: BTreeMap<usize, SourceState>,
     /// By (operator, worker): what it wrote, and its version's component.
     workers: BTreeMap<(usize, usize), WorkerDone>,
@@ -109,7 +111,11 @@ impl Coordinator {
             expected,
             requested: AtomicU64::new(last_id),
             completed: AtomicU64::new(last_id),
-            progress: Mutex::default(),
+            // The first checkpoint comes one interval after the start.
+            progress: Mutex::new(Progress {
+                last_trigger: Some(Instant::now()),
+                ..Progress::default()
+            }),
             changed: Condvar::new(),
             stopped: AtomicBool::new(false),
             sinks: Mutex::default(),
@@ -213,6 +219,17 @@ impl Coordinator {
         self.changed.notify_all();
     }
 
+    /// A participant could not write its part of checkpoint `id`: the
+    /// checkpoint is abandoned (the run goes on; the next one may succeed).
+    pub fn fail(&self, id: u64, reason: &str) {
+        let mut progress = self.lock();
+        if let Some(p) = progress.pending.as_mut().filter(|p| p.id == id) {
+            p.failed.get_or_insert_with(|| reason.to_owned());
+        }
+        drop(progress);
+        self.changed.notify_all();
+    }
+
     /// Sink `sink` committed the output of checkpoints up to `id`.
     pub fn sink_committed(&self, sink: usize, id: u64) {
         if let Some(c) = self.committed.get(sink) {
@@ -283,6 +300,14 @@ impl Coordinator {
                 return;
             };
             match self.wait_for_acks(id) {
+                Some(Pending {
+                    failed: Some(reason),
+                    ..
+                }) => {
+                    tracing::error!("checkpoint {id} failed: {reason}");
+                    let _ = std::fs::remove_dir_all(self.pending_dir(id));
+                    self.fail_savepoints(&reason);
+                }
                 Some(pending) => {
                     if let Err(e) = self.complete(pending) {
                         tracing::error!("checkpoint {id} failed: {e:#}");
@@ -331,6 +356,7 @@ impl Coordinator {
         progress.pending = Some(Pending {
             id,
             started: Instant::now(),
+            failed: None,
             sources: progress.finished.clone(),
             workers: BTreeMap::new(),
             sinks: BTreeMap::new(),
@@ -348,6 +374,13 @@ impl Coordinator {
                 progress.pending = None;
                 let _ = std::fs::remove_dir_all(self.pending_dir(id));
                 return None;
+            }
+            if progress
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.failed.is_some())
+            {
+                return progress.pending.take();
             }
             if let Some(p) = &progress.pending
                 && p.sources.len() == self.expected.sources.len()

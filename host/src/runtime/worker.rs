@@ -262,23 +262,42 @@ impl Worker {
             event_timers: &self.event_timers,
             processing_timers: &self.processing_timers,
         };
-        let file = store::write_file(&path, |out| {
-            postcard::to_io(&state, out)?;
-            Ok(())
-        })
-        .map_err(|e| anyhow::anyhow!("operator `{}`: checkpoint {id}: {e:#}", self.label()))?;
-        checkpoints.worker_done(
-            id,
-            self.setup.operator,
-            self.setup.index,
-            WorkerEntry {
-                version: prepared.version,
-                content_hash: prepared.content_hash.clone(),
-                state_version: self.instance.state_version,
-                state: file,
+        // The worker only encodes its state (it must not change meanwhile);
+        // writing and syncing it happen beside the data, on another thread.
+        let encoded = postcard::to_stdvec(&state)
+            .map_err(|e| anyhow::anyhow!("operator `{}`: checkpoint {id}: {e}", self.label()))?;
+        let entry = WorkerEntry {
+            version: prepared.version,
+            content_hash: prepared.content_hash.clone(),
+            state_version: self.instance.state_version,
+            state: crate::checkpoint::FileEntry {
+                file: String::new(),
+                bytes: 0,
+                crc32: 0,
             },
-            Arc::clone(&prepared.bytes),
-        );
+        };
+        let (coordinator, component) = (Arc::clone(checkpoints), Arc::clone(&prepared.bytes));
+        let (operator, index, label) = (self.setup.operator, self.setup.index, self.label());
+        let spawned = std::thread::Builder::new()
+            .name(format!("checkpoint-{label}"))
+            .spawn(
+                move || match store::write_file(&path, |out| Ok(out.write_all(&encoded)?)) {
+                    Ok(file) => coordinator.worker_done(
+                        id,
+                        operator,
+                        index,
+                        WorkerEntry {
+                            state: file,
+                            ..entry
+                        },
+                        component,
+                    ),
+                    Err(e) => coordinator.fail(id, &format!("operator `{label}`: {e:#}")),
+                },
+            );
+        if let Err(e) = spawned {
+            checkpoints.fail(id, &format!("operator `{}`: {e}", self.label()));
+        }
         Ok(())
     }
 
