@@ -253,6 +253,14 @@ impl Coordinator {
         let (reply, answer) = std::sync::mpsc::channel();
         {
             let mut progress = self.lock();
+            // The checkpoint thread has ended, or is about to: nobody would answer.
+            if self.stopped.load(Ordering::Acquire)
+                || progress.finished.len() == self.expected.sources.len()
+            {
+                return Err(anyhow!(
+                    "the pipeline's input has ended: no more checkpoints, so no savepoint"
+                ));
+            }
             progress.savepoints.push((to, reply));
             // Trigger at once.
             progress.last_trigger = None;
@@ -373,6 +381,9 @@ impl Coordinator {
             if self.stopped.load(Ordering::Acquire) {
                 progress.pending = None;
                 let _ = std::fs::remove_dir_all(self.pending_dir(id));
+                for (_, reply) in progress.savepoints.drain(..) {
+                    let _ = reply.send(Err("the run ended before the savepoint completed".into()));
+                }
                 return None;
             }
             if progress
