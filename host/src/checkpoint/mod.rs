@@ -226,6 +226,10 @@ pub struct Restore {
     /// Restored from a savepoint: the pipeline file may have changed, so
     /// operators run the pipeline's own module with the saved state.
     pub savepoint: bool,
+    /// The output parts it covers are in this run's checkpoint folder (a
+    /// checkpoint, or one of its own checkpoints started from as a savepoint):
+    /// they are committed, not dropped.
+    pub parts_here: bool,
 }
 
 impl Restore {
@@ -299,6 +303,7 @@ pub fn open(dir: &Path, savepoint: bool) -> Result<Restore> {
         dir: dir.to_owned(),
         manifest,
         savepoint,
+        parts_here: !savepoint,
     })
 }
 
@@ -463,10 +468,16 @@ pub fn plan(
         bail!("the checkpoint interval must be more than 0");
     }
     let restore = if let Some(savepoint) = &options.savepoint {
-        let restore = open(savepoint, true)?;
+        let mut restore = open(savepoint, true)?;
+        restore.parts_here = match (savepoint.canonicalize(), dir.canonicalize()) {
+            (Ok(savepoint), Ok(dir)) => savepoint.starts_with(dir),
+            _ => false,
+        };
         // Refuse before anything is deleted.
         check_operators(pipeline, &restore, options.allow_non_restored_state)?;
-        discard_checkpoints(&dir);
+        // A checkpoint of this folder can be started from as a savepoint
+        // (to run the pipeline's own modules on its state): keep that one.
+        discard_checkpoints(&dir, Some(&restore.dir));
         eprintln!(
             "weir: starting from savepoint `{}` (checkpoint {})",
             savepoint.display(),
@@ -474,7 +485,7 @@ pub fn plan(
         );
         Some(restore)
     } else if options.fresh {
-        discard_checkpoints(&dir);
+        discard_checkpoints(&dir, None);
         None
     } else {
         let restore = newest(&dir);
@@ -549,12 +560,14 @@ fn check_operators(
 }
 
 /// Deletes the checkpoints of earlier runs (not savepoints).
-fn discard_checkpoints(dir: &Path) {
+fn discard_checkpoints(dir: &Path, keep: Option<&Path>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
+    let keep = keep.and_then(|k| k.canonicalize().ok());
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with("chk-") {
+        let kept = keep.is_some() && entry.path().canonicalize().ok() == keep;
+        if entry.file_name().to_string_lossy().starts_with("chk-") && !kept {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

@@ -205,7 +205,7 @@ pub fn start(
             restore: restore.as_ref().map(|r| {
                 let bytes = r.manifest.sinks.get(index).map_or(0, |s| s.bytes);
                 // A savepoint's parts are not in this folder: only its size counts.
-                (if r.savepoint { 0 } else { r.manifest.id }, bytes)
+                (if r.parts_here { r.manifest.id } else { 0 }, bytes)
             }),
             metrics: Arc::clone(&metrics),
         };
