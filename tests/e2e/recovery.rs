@@ -36,12 +36,14 @@ impl Sales {
         Self { dir }
     }
 
-    /// Kills runs at random moments (at least twice), then runs to the end.
-    fn crash_and_finish(&self, seed: u64) {
+    /// Kills up to `attempts` runs, each at a random moment up to
+    /// `jitter_ms` after a checkpoint exists (at least two must be killed
+    /// before they end), then runs to the end.
+    fn crash_and_finish(&self, seed: u64, attempts: usize, jitter_ms: u64) {
         let mut rng = Rng::new(seed);
         let mut kills = 0;
-        for _ in 0..3 {
-            if self.crash(&mut rng, 400, has_checkpoint).is_none() {
+        for _ in 0..attempts {
+            if self.crash(&mut rng, jitter_ms, has_checkpoint).is_none() {
                 break;
             }
             kills += 1;
@@ -258,23 +260,7 @@ fn a_run_killed_at_random_moments_resumes_to_the_output_of_an_uninterrupted_run(
         ORDERS,
         "one running total per order"
     );
-    let mut rng = Rng::new(5);
-    let mut kills = 0;
-    for attempt in 0..4 {
-        let Some(log) = sales.crash(&mut rng, 600, has_checkpoint) else {
-            break;
-        };
-        kills += 1;
-        if attempt > 0 {
-            assert!(log.contains("weir: resuming from checkpoint"), "{log}");
-        }
-    }
-    assert!(
-        kills >= 2,
-        "only {kills} runs were killed before they ended"
-    );
-    let log = sales.finish();
-    assert!(log.contains("weir: resuming from checkpoint"), "{log}");
+    sales.crash_and_finish(5, 4, 600);
     let output = std::fs::read(sales.path("out/sales.jsonl")).expect("output");
     assert!(
         output == reference,
@@ -296,20 +282,7 @@ fn the_disk_state_backend_gives_the_same_output_and_survives_kills_alike() {
         format!("state_backend = \"disk\"\n{text}"),
     )
     .expect("pipeline changed");
-    let mut rng = Rng::new(11);
-    let mut kills = 0;
-    for _ in 0..3 {
-        if sales.crash(&mut rng, 1500, has_checkpoint).is_none() {
-            break;
-        }
-        kills += 1;
-    }
-    assert!(
-        kills >= 2,
-        "only {kills} runs were killed before they ended"
-    );
-    let log = sales.finish();
-    assert!(log.contains("weir: resuming from checkpoint"), "{log}");
+    sales.crash_and_finish(11, 3, 1500);
     let output = std::fs::read(sales.path("out/sales.jsonl")).expect("output");
     assert!(
         output == reference,
@@ -326,6 +299,27 @@ fn the_disk_state_backend_gives_the_same_output_and_survives_kills_alike() {
     assert!(
         stores.is_empty(),
         "a finished run leaves no state store: {stores:?}"
+    );
+}
+
+#[test]
+fn a_checkpoint_started_from_as_a_savepoint_runs_the_pipelines_module_on_its_state() {
+    // As after a version that keeps failing: start from its last checkpoint
+    // with the pipeline's own module instead of the checkpointed version.
+    let sales = Sales::new(19, 1024, false);
+    let reference = sales.reference();
+    assert!(
+        sales.crash(&mut Rng::new(4), 300, has_checkpoint).is_some(),
+        "the run ended before it was killed"
+    );
+    let newest = sales.checkpoints().pop().expect("a checkpoint");
+    let out = run_ok(&["run", s(&sales.pipeline()), "--from-savepoint", s(&newest)]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("weir: starting from savepoint"), "{log}");
+    let output = std::fs::read(sales.path("out/sales.jsonl")).expect("output");
+    assert!(
+        output == reference,
+        "the output differs from the uninterrupted run's"
     );
 }
 
@@ -469,20 +463,7 @@ fn top_products_killed_at_random_moments_resumes_to_the_output_of_an_uninterrupt
             .any(|(name, bytes)| name == "late.jsonl" && !bytes.is_empty()),
         "some orders are late"
     );
-    let mut rng = Rng::new(8);
-    let mut kills = 0;
-    for _ in 0..4 {
-        if job.crash(&mut rng, 600, has_checkpoint).is_none() {
-            break;
-        }
-        kills += 1;
-    }
-    assert!(
-        kills >= 2,
-        "only {kills} runs were killed before they ended"
-    );
-    let log = job.finish();
-    assert!(log.contains("weir: resuming from checkpoint"), "{log}");
+    job.crash_and_finish(8, 4, 600);
     assert!(
         sorted_late(job.outputs()) == reference,
         "the output differs from the uninterrupted run's"
@@ -522,7 +503,7 @@ fn a_csv_source_resumes_after_its_header_and_a_generator_at_its_event() {
     );
     run_ok(&["run", s(&csv.pipeline()), "--fresh"]);
     let reference = csv.outputs();
-    csv.crash_and_finish(1);
+    csv.crash_and_finish(1, 3, 400);
     assert!(csv.outputs() == reference, "CSV: the output differs");
 
     // Nexmark q1: the generator starts again at the event it had reached.
@@ -538,7 +519,7 @@ fn a_csv_source_resumes_after_its_header_and_a_generator_at_its_event() {
     );
     run_ok(&["run", s(&nexmark.pipeline()), "--fresh"]);
     let reference = nexmark.outputs();
-    nexmark.crash_and_finish(2);
+    nexmark.crash_and_finish(2, 3, 400);
     assert!(
         nexmark.outputs() == reference,
         "Nexmark: the output differs"
@@ -563,7 +544,7 @@ fn two_sources_into_two_workers_align_their_barriers_and_count_every_order_once(
         ],
     );
     run_ok(&["build", s(&job.pipeline())]);
-    job.crash_and_finish(3);
+    job.crash_and_finish(3, 3, 400);
     let output = crate::support::read_jsonl(&job.path("out/sales.jsonl"));
     assert_eq!(output.len(), ORDERS, "one running total per order");
     let mut last = std::collections::BTreeMap::new();
