@@ -49,9 +49,18 @@ fn list(dir: &Path) -> Result<Vec<(u64, u64, PathBuf)>> {
     Ok(parts)
 }
 
-/// Appends part `path` to `target` at `start`, and deletes it.
+/// Appends part `path` to `target` at `start`, and deletes it. The first
+/// part becomes the output file by a rename: its bytes are not written
+/// (and synced) a second time.
 fn commit_part(target: &Path, start: u64, path: &Path) -> Result<()> {
     let context = || format!("cannot commit output to `{}`", target.display());
+    // (Another file system refuses the rename: then it is copied.)
+    if start == 0 && std::fs::rename(path, target).is_ok() {
+        return match target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(folder) => crate::checkpoint::store::sync_dir(folder),
+            None => Ok(()),
+        };
+    }
     let mut out = OpenOptions::new()
         .write(true)
         .create(true)
