@@ -258,26 +258,20 @@ impl Restore {
         Ok(Some(states))
     }
 
-    /// The newest version any worker of operator `id` ran, with its
-    /// component: a swap that was under way completes on restore.
+    /// What the worker on the newest version of operator `id` saved: a
+    /// swap that was under way completes on restore.
+    pub fn operator_version(&self, id: &str) -> Option<&WorkerEntry> {
+        let entry = self.manifest.operators.iter().find(|o| o.id == id)?;
+        entry.workers.iter().max_by_key(|w| w.version)
+    }
+
+    /// The component with SHA-256 `hash` kept with the checkpoint.
     ///
     /// # Errors
-    /// When the component is missing or damaged.
-    pub fn operator_version(&self, id: &str) -> Result<Option<(u32, Vec<u8>)>> {
-        let Some(entry) = self.manifest.operators.iter().find(|o| o.id == id) else {
-            return Ok(None);
-        };
-        let Some(newest) = entry.workers.iter().max_by_key(|w| w.version) else {
-            return Ok(None);
-        };
-        let path = self.dir.join(format!("{}.wasm", newest.content_hash));
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
-        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-        if hash != newest.content_hash {
-            bail!("`{}` is damaged: its hash is {hash}", path.display());
-        }
-        Ok(Some((newest.version, bytes)))
+    /// When it cannot be read.
+    pub fn component(&self, hash: &str) -> Result<Vec<u8>> {
+        let path = self.dir.join(format!("{hash}.wasm"));
+        std::fs::read(&path).with_context(|| format!("cannot read `{}`", path.display()))
     }
 
     /// The saved state of source `name`.
@@ -473,16 +467,6 @@ pub fn plan(
             (Ok(savepoint), Ok(dir)) => savepoint.starts_with(dir),
             _ => false,
         };
-        // Refuse before anything is deleted.
-        check_operators(pipeline, &restore, options.allow_non_restored_state)?;
-        // A checkpoint of this folder can be started from as a savepoint
-        // (to run the pipeline's own modules on its state): keep that one.
-        discard_checkpoints(&dir, Some(&restore.dir));
-        eprintln!(
-            "weir: starting from savepoint `{}` (checkpoint {})",
-            savepoint.display(),
-            restore.manifest.id
-        );
         Some(restore)
     } else if options.fresh {
         discard_checkpoints(&dir, None);
@@ -500,16 +484,41 @@ pub fn plan(
         restore
     };
     if let Some(restore) = &restore {
+        // Refuse before anything is deleted.
         check_operators(pipeline, restore, options.allow_non_restored_state)?;
-        if !restore.savepoint {
+        if restore.savepoint {
+            eprintln!(
+                "weir: starting from savepoint `{}` (checkpoint {})",
+                restore.dir.display(),
+                restore.manifest.id
+            );
+            // A checkpoint of this folder can be started from as a savepoint
+            // (to run the pipeline's own modules on its state): keep that one.
+            discard_checkpoints(&dir, Some(&restore.dir));
+        } else {
             for operator in prepared.iter_mut() {
-                let Some((version, bytes)) = restore.operator_version(&operator.id)? else {
+                let Some(saved) = restore.operator_version(&operator.id) else {
                     continue;
                 };
-                if version == operator.version {
+                if (saved.version, saved.content_hash.as_str())
+                    == (operator.version, operator.content_hash.as_str())
+                {
                     continue;
                 }
-                *operator = engine.prepare(&operator.id, version, &bytes)?;
+                let bytes = restore.component(&saved.content_hash)?;
+                let version = saved.version;
+                let resumed = engine.prepare(&operator.id, version, &bytes)?;
+                if resumed.content_hash != saved.content_hash {
+                    bail!(
+                        "`{}` is damaged: its hash is {}",
+                        restore
+                            .dir
+                            .join(format!("{}.wasm", saved.content_hash))
+                            .display(),
+                        resumed.content_hash
+                    );
+                }
+                *operator = resumed;
                 eprintln!(
                     "weir: operator `{}` resumes at version {version}, as checkpointed",
                     operator.id
