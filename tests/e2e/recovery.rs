@@ -151,6 +151,12 @@ impl Sales {
         std::fs::read(reference).expect("reference output")
     }
 
+    /// Checks that the output file is byte for byte `reference`.
+    fn assert_output(&self, reference: &[u8], why: &str) {
+        let output = std::fs::read(self.path("out/sales.jsonl")).expect("output");
+        assert!(output == reference, "{why}");
+    }
+
     /// Every output file of the pipeline (dead letters aside), by name.
     fn outputs(&self) -> Vec<(String, Vec<u8>)> {
         let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(self.path("out"))
@@ -261,10 +267,9 @@ fn a_run_killed_at_random_moments_resumes_to_the_output_of_an_uninterrupted_run(
         "one running total per order"
     );
     sales.crash_and_finish(5, 4, 600);
-    let output = std::fs::read(sales.path("out/sales.jsonl")).expect("output");
-    assert!(
-        output == reference,
-        "the output differs from the uninterrupted run's"
+    sales.assert_output(
+        &reference,
+        "the output differs from the uninterrupted run's",
     );
     assert!(
         !sales.path("ck").exists(),
@@ -283,11 +288,7 @@ fn the_disk_state_backend_gives_the_same_output_and_survives_kills_alike() {
     )
     .expect("pipeline changed");
     sales.crash_and_finish(11, 3, 1500);
-    let output = std::fs::read(sales.path("out/sales.jsonl")).expect("output");
-    assert!(
-        output == reference,
-        "the output differs from the in-memory run's"
-    );
+    sales.assert_output(&reference, "the output differs from the in-memory run's");
     let stores: Vec<_> = std::fs::read_dir(sales.path(".weir/state"))
         .map(|d| {
             d.flatten()
@@ -316,10 +317,9 @@ fn a_checkpoint_started_from_as_a_savepoint_runs_the_pipelines_module_on_its_sta
     let out = run_ok(&["run", s(&sales.pipeline()), "--from-savepoint", s(&newest)]);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("weir: starting from savepoint"), "{log}");
-    let output = std::fs::read(sales.path("out/sales.jsonl")).expect("output");
-    assert!(
-        output == reference,
-        "the output differs from the uninterrupted run's"
+    sales.assert_output(
+        &reference,
+        "the output differs from the uninterrupted run's",
     );
 }
 
@@ -356,10 +356,9 @@ fn a_damaged_newest_checkpoint_is_skipped_for_the_one_before() {
         log.contains(&format!("weir: resuming from checkpoint {previous_id} ")),
         "{log}"
     );
-    let output = std::fs::read(sales.path("out/sales.jsonl")).expect("output");
-    assert!(
-        output == reference,
-        "the output differs from the uninterrupted run's"
+    sales.assert_output(
+        &reference,
+        "the output differs from the uninterrupted run's",
     );
 }
 
@@ -377,12 +376,7 @@ fn a_hot_swap_between_two_crashes_survives_them_with_its_state() {
 
     // Second run: resume, deploy version 2 (new state layout, same output),
     // wait for a checkpoint taken after the swap, crash.
-    let mut child = weir()
-        .args(["run", s(&sales.pipeline())])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("weir starts");
+    let mut child = sales.start();
     let log = Arc::new(Mutex::new(Vec::new()));
     let address = admin_address(&mut child, Arc::clone(&log)).expect("the admin API starts");
     let admin = AdminClient::new(address);
@@ -422,10 +416,9 @@ fn a_hot_swap_between_two_crashes_survives_them_with_its_state() {
         last.contains("weir: operator `sales` resumes at version 2, as checkpointed"),
         "{last}"
     );
-    let output = std::fs::read(sales.path("out/sales.jsonl")).expect("output");
-    assert!(
-        output == reference,
-        "the output differs from the uninterrupted run's"
+    sales.assert_output(
+        &reference,
+        "the output differs from the uninterrupted run's",
     );
 }
 
