@@ -19,8 +19,7 @@ use weir::checkpoint::{
     self, Checkpointing, FileEntry, Folder, WorkerState, WorkerStateRef, store,
 };
 use weir::config::Pipeline;
-use weir::runtime::{TimerQueue, ValueStates};
-use weir::wasm::MapStore;
+use weir::runtime::{MapStates, Timers, ValueStates};
 use weir::{WasmEngine, operators, runtime};
 
 const RECORDS: u64 = 2_000_000;
@@ -130,7 +129,7 @@ fn state(keys: usize) -> ValueStates {
 }
 
 fn write(dir: &Path, values: &ValueStates) -> FileEntry {
-    let (maps, timers) = (MapStore::new(), TimerQueue::default());
+    let (maps, timers) = (MapStates::default(), Timers::default());
     let state = WorkerStateRef {
         watermark: 0,
         values,

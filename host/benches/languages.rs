@@ -12,7 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use weir::config::Limits;
-use weir::wasm::{MapStore, PreparedOperator};
+use weir::runtime::MapStates;
+use weir::wasm::PreparedOperator;
 use weir::{OperatorInstance, WasmEngine};
 
 const ROWS: usize = 1024;
@@ -88,7 +89,7 @@ fn languages(c: &mut Criterion) {
     let mut emitted = Vec::new();
     for (language, prepared) in &prepared {
         let mut operator = instance(prepared);
-        let mut maps = MapStore::new();
+        let mut maps = MapStates::default();
         let output = operator
             .process(&batch, None, &[], &mut maps)
             .expect("process");

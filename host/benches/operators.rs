@@ -17,8 +17,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use weir::config::Limits;
+use weir::runtime::MapStates;
 use weir::sources::nexmark::{NexmarkConfig, NexmarkGenerator};
-use weir::wasm::{CpuLimit, KeyGroupArg, MapStore};
+use weir::wasm::{CpuLimit, KeyGroupArg};
 use weir::{OperatorInstance, WasmEngine};
 use weir_guest::abi::types as sdk;
 
@@ -143,7 +144,7 @@ fn q1(c: &mut Criterion) {
     let batch = nexmark_batch();
     let mut wasm = instance("examples/nexmark/operators/q1");
     let mut native = nexmark_q1::weir_operator();
-    let mut maps = MapStore::new();
+    let mut maps = MapStates::default();
     let mut group = c.benchmark_group("q1 batch of 1024");
     group.throughput(Throughput::Elements(ROWS as u64));
     group.bench_function("wasm", |b| {
@@ -205,7 +206,7 @@ fn sales(c: &mut Criterion) {
     let batch = orders_batch();
     let mut wasm = instance("examples/sales-by-product/operator");
     let mut native = sales_by_product::weir_operator();
-    let mut maps = MapStore::new();
+    let mut maps = MapStates::default();
     let mut group = c.benchmark_group("sales-by-product batch of 1024");
     group.throughput(Throughput::Elements(ROWS as u64));
     let mut state: HashMap<String, Vec<u8>> = HashMap::new();
@@ -260,7 +261,7 @@ fn sales(c: &mut Criterion) {
 /// runs), fuel metering, and no limit at all, in the same run.
 fn cpu_limit(c: &mut Criterion) {
     let batch = nexmark_batch();
-    let mut maps = MapStore::new();
+    let mut maps = MapStates::default();
     let mut group = c.benchmark_group("q1 cpu limit");
     group.throughput(Throughput::Elements(ROWS as u64));
     for (name, limit) in [

@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use weir::config::{FailurePolicy, Limits};
 use weir::runtime::{
-    DeadLetters, Envelope, Failures, Message, OperatorMetrics, VersionStats, Worker, WorkerSetup,
+    DeadLetters, Envelope, Failures, Message, OperatorMetrics, Restored, VersionStats, Worker,
+    WorkerSetup,
 };
 use weir::{PreparedOperator, WasmEngine};
 
@@ -71,7 +72,7 @@ fn run(prepared: &PreparedOperator, dead_letters: &Arc<DeadLetters>, message: &M
         failures: Arc::new(Failures::new(FailurePolicy::default())),
         operator: 0,
         checkpoints: None,
-        restore: Vec::new(),
+        restore: Restored::Decoded(Vec::new()),
         state_file: None,
     })
     .expect("the worker starts");

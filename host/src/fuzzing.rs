@@ -84,6 +84,16 @@ pub fn pipeline(data: &[u8]) {
 /// error (their checksums catch damage; this is about never panicking).
 pub fn checkpoint(data: &[u8]) {
     let _ = postcard::from_bytes::<crate::checkpoint::WorkerState>(data);
+    // As a disk store loads it, entry by entry (here into memory: the
+    // decoding is the same).
+    let mut state = crate::runtime::KeyedState::default();
+    let _ = state.load_state_file(
+        data,
+        crate::runtime::Owner {
+            index: 1,
+            workers: 2,
+        },
+    );
     let _ = serde_json::from_slice::<crate::checkpoint::Manifest>(data);
 }
 

@@ -130,6 +130,29 @@ impl Sales {
         Self { dir }
     }
 
+    /// Keeps keyed state on disk from now on (`state_backend = "disk"`).
+    fn use_disk_state(&self) {
+        let text = std::fs::read_to_string(self.pipeline()).expect("pipeline");
+        std::fs::write(self.pipeline(), format!("state_backend = \"disk\"\n{text}"))
+            .expect("pipeline changed");
+    }
+
+    /// Checks that no state store is left behind.
+    fn assert_no_state_store(&self) {
+        let stores: Vec<_> = std::fs::read_dir(self.path(".weir/state"))
+            .map(|d| {
+                d.flatten()
+                    .flat_map(|e| std::fs::read_dir(e.path()))
+                    .flatten()
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            stores.is_empty(),
+            "a finished run leaves no state store: {stores:?}"
+        );
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -281,26 +304,10 @@ fn a_run_killed_at_random_moments_resumes_to_the_output_of_an_uninterrupted_run(
 fn the_disk_state_backend_gives_the_same_output_and_survives_kills_alike() {
     let sales = Sales::new(37, 1024, false);
     let reference = sales.reference();
-    let text = std::fs::read_to_string(sales.pipeline()).expect("pipeline");
-    std::fs::write(
-        sales.pipeline(),
-        format!("state_backend = \"disk\"\n{text}"),
-    )
-    .expect("pipeline changed");
+    sales.use_disk_state();
     sales.crash_and_finish(11, 3, 1500);
     sales.assert_output(&reference, "the output differs from the in-memory run's");
-    let stores: Vec<_> = std::fs::read_dir(sales.path(".weir/state"))
-        .map(|d| {
-            d.flatten()
-                .flat_map(|e| std::fs::read_dir(e.path()))
-                .flatten()
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(
-        stores.is_empty(),
-        "a finished run leaves no state store: {stores:?}"
-    );
+    sales.assert_no_state_store();
 }
 
 #[test]
@@ -424,7 +431,18 @@ fn a_hot_swap_between_two_crashes_survives_them_with_its_state() {
 
 #[test]
 fn top_products_killed_at_random_moments_resumes_to_the_output_of_an_uninterrupted_run() {
-    let job = Sales::top_products(31);
+    top_products_killed_at_random_moments(31, false);
+}
+
+#[test]
+fn top_products_with_windows_and_timers_on_disk_survives_kills_alike() {
+    top_products_killed_at_random_moments(53, true);
+}
+
+/// Top-products, killed and resumed, against an uninterrupted run in
+/// memory; `disk`: the killed runs keep their state on disk.
+fn top_products_killed_at_random_moments(seed: u64, disk: bool) {
+    let job = Sales::top_products(seed);
     let sorted_late = |files: Vec<(String, Vec<u8>)>| {
         // The late records of two workers interleave as they arrive, in no
         // fixed order: compare them as sets. Everything else byte for byte.
@@ -456,12 +474,62 @@ fn top_products_killed_at_random_moments_resumes_to_the_output_of_an_uninterrupt
             .any(|(name, bytes)| name == "late.jsonl" && !bytes.is_empty()),
         "some orders are late"
     );
-    job.crash_and_finish(8, 4, 600);
+    if disk {
+        job.use_disk_state();
+    }
+    job.crash_and_finish(seed + 1, 4, 600);
     assert!(
         sorted_late(job.outputs()) == reference,
         "the output differs from the uninterrupted run's"
     );
+    job.assert_no_state_store();
 }
+
+#[test]
+fn map_states_on_disk_survive_kills_and_give_the_in_memory_output() {
+    // The `visits` fixture keeps a map per user (page -> visits), reads an
+    // entry, writes it, lists the map and removes an entry on every visit.
+    let mut rng = Rng::new(59);
+    let mut visits = String::new();
+    for i in 0..VISITS {
+        visits.push_str(&format!(
+            "{{\"user\":\"u{}\",\"page\":\"p{}\",\"i\":{i}}}\n",
+            rng.below(2000),
+            rng.below(40)
+        ));
+    }
+    let operator = repo().join("tests/fixtures/vocab/visits/rust");
+    let job = Sales::custom(
+        &format!(
+            "[[source]]\ntype = \"jsonl\"\npath = \"visits.jsonl\"\n\
+             [[operator]]\nid = \"visits\"\ncrate = \"{}\"\nkey_by = \"user\"\n\
+             [[sink]]\ntype = \"jsonl\"\npath = \"out/visits.jsonl\"\n\
+             [[sink]]\ntype = \"jsonl\"\npath = \"out/frequent.jsonl\"\nfrom = \"visits.frequent\"\n",
+            s(&operator)
+        ),
+        &[("visits.jsonl", visits)],
+    );
+    run_ok(&["run", s(&job.pipeline()), "--fresh"]);
+    let reference = job.outputs();
+    let lines = |name: &str| {
+        reference
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, b)| b.iter().filter(|&&c| c == b'\n').count())
+    };
+    assert_eq!(lines("visits.jsonl"), VISITS, "one count per visit");
+    assert!(lines("frequent.jsonl") > 10_000, "many third visits");
+    job.use_disk_state();
+    job.crash_and_finish(61, 4, 600);
+    assert!(
+        job.outputs() == reference,
+        "the output differs from the in-memory run's"
+    );
+    job.assert_no_state_store();
+}
+
+/// Visits in the map-state test.
+const VISITS: usize = 600_000;
 
 /// Orders as CSV (header first) or JSON Lines, `count` of them.
 fn orders(seed: u64, count: usize, csv: bool) -> String {
@@ -639,25 +707,34 @@ fn a_savepoint_starts_a_changed_pipeline_and_refuses_to_drop_state() {
         ),
     )
     .expect("pipeline changed");
-    let out = run_ok(&[
-        "run",
-        s(&sales.pipeline()),
-        "--from-savepoint",
-        s(&savepoint),
-    ]);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("weir: starting from savepoint"), "{log}");
-    let output = crate::support::read_jsonl(&sales.path("out/sales.jsonl"));
-    assert_eq!(output.len(), ORDERS, "one running total per order");
-    let mut last = std::collections::BTreeMap::new();
-    for record in output {
-        let product = record["product"].as_str().expect("product").to_owned();
-        let units = record["units"].as_i64().expect("units");
-        let revenue = record["revenue_cents"].as_i64().expect("revenue");
-        last.insert(product, (units, revenue));
-    }
-    assert!(
-        last == totals(&sales.path("input.jsonl")),
-        "final totals differ"
-    );
+    let from_savepoint = |what: &str| {
+        let out = run_ok(&[
+            "run",
+            s(&sales.pipeline()),
+            "--from-savepoint",
+            s(&savepoint),
+        ]);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            log.contains("weir: starting from savepoint"),
+            "{what}: {log}"
+        );
+        let output = crate::support::read_jsonl(&sales.path("out/sales.jsonl"));
+        assert_eq!(output.len(), ORDERS, "{what}: one running total per order");
+        let mut last = std::collections::BTreeMap::new();
+        for record in output {
+            let product = record["product"].as_str().expect("product").to_owned();
+            let units = record["units"].as_i64().expect("units");
+            let revenue = record["revenue_cents"].as_i64().expect("revenue");
+            last.insert(product, (units, revenue));
+        }
+        assert!(
+            last == totals(&sales.path("input.jsonl")),
+            "{what}: final totals differ"
+        );
+    };
+    from_savepoint("two workers");
+    // The same on disk: each worker loads its own keys of the saved file.
+    sales.use_disk_state();
+    from_savepoint("two workers on disk");
 }

@@ -430,6 +430,7 @@ impl Coordinator {
             store::add_component(&self.dir, &tmp, hash, bytes)?;
         }
         let manifest = Manifest {
+            format: super::FORMAT,
             id,
             completed_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             sources: pending.sources.into_values().collect(),

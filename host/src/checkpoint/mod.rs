@@ -24,9 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::runtime::TimerQueue;
-use crate::runtime::{KeyedValues, ValueStates};
-use crate::wasm::MapStore;
+use crate::runtime::{KeyedValues, MapStates, MapStore, TimerQueue, Timers, ValueStates};
 
 /// The default time between checkpoints.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
@@ -104,9 +102,22 @@ pub struct SinkEntry {
     pub bytes: u64,
 }
 
+/// The layout of state files this weir writes and reads. 2: map states and
+/// timers as flat sequences of entries, so a disk store writes them as it
+/// scans.
+pub const FORMAT: u32 = 2;
+
+fn first_format() -> u32 {
+    1
+}
+
 /// What a checkpoint holds (its `manifest.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The layout of its state files ([`FORMAT`]); 1 when missing, the
+    /// layout before it was recorded.
+    #[serde(default = "first_format")]
+    pub format: u32,
     /// Its number.
     pub id: u64,
     /// When it completed (RFC 3339).
@@ -152,6 +163,7 @@ pub struct WorkerState {
     #[serde(with = "bytes_map")]
     pub values: KeyedValues,
     /// Map states by key.
+    #[serde(with = "crate::runtime::flat_maps")]
     pub maps: MapStore,
     /// Event-time timers.
     pub event_timers: TimerQueue,
@@ -210,11 +222,11 @@ pub struct WorkerStateRef<'a> {
     #[serde(serialize_with = "bytes_map::serialize_states")]
     pub values: &'a ValueStates,
     /// Map states by key.
-    pub maps: &'a MapStore,
+    pub maps: &'a MapStates,
     /// Event-time timers.
-    pub event_timers: &'a TimerQueue,
+    pub event_timers: &'a Timers,
     /// Processing-time timers.
-    pub processing_timers: &'a TimerQueue,
+    pub processing_timers: &'a Timers,
 }
 
 /// The state a run starts from: a checkpoint or savepoint, read and checked.
@@ -256,6 +268,19 @@ impl Restore {
             states.push((state, worker.state_version));
         }
         Ok(Some(states))
+    }
+
+    /// The state files of operator `id`'s workers, each with the state
+    /// layout version it is in, for a disk store to load them itself.
+    pub fn state_files(&self, id: &str) -> Option<Vec<(FileEntry, u32)>> {
+        let entry = self.manifest.operators.iter().find(|o| o.id == id)?;
+        Some(
+            entry
+                .workers
+                .iter()
+                .map(|w| (w.state.clone(), w.state_version))
+                .collect(),
+        )
     }
 
     /// What the worker on the newest version of operator `id` saved: a

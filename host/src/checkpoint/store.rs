@@ -15,7 +15,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::{FileEntry, Manifest};
@@ -85,15 +85,18 @@ impl<W: Write> Write for Checksummed<W> {
     }
 }
 
-/// Reads a file named in a manifest, checking its size and checksum.
+/// Maps a file named in a manifest into memory (its pages are read on
+/// demand and can be dropped again, so a large state file needs no heap),
+/// checking its size and checksum.
 ///
 /// # Errors
 /// When it is missing, or its size or checksum differ (it was damaged).
-pub fn read_file(dir: &Path, entry: &FileEntry) -> Result<Vec<u8>> {
+pub fn read_file(dir: &Path, entry: &FileEntry) -> Result<memmap2::Mmap> {
     let path = dir.join(&entry.file);
-    let mut bytes = Vec::with_capacity(entry.bytes as usize);
-    File::open(&path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
+    let file = File::open(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    // SAFETY: the checkpoint folder is locked for this run, and no weir
+    // writes a file of a complete checkpoint again.
+    let bytes = unsafe { memmap2::Mmap::map(&file) }
         .with_context(|| format!("cannot read `{}`", path.display()))?;
     if bytes.len() as u64 != entry.bytes {
         bail!(
@@ -153,6 +156,13 @@ pub fn load(dir: &Path) -> Result<Manifest> {
     let text = std::fs::read(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
     let manifest: Manifest = serde_json::from_slice(&text)
         .with_context(|| format!("`{}` is not a checkpoint manifest", path.display()))?;
+    if manifest.format != super::FORMAT {
+        bail!(
+            "its state files are in layout {}, and this weir reads layout {}",
+            manifest.format,
+            super::FORMAT
+        );
+    }
     for entry in manifest.files() {
         read_file(dir, entry)?;
     }
@@ -293,7 +303,7 @@ mod tests {
             Ok(out.write_all(b"keyed state")?)
         })
         .unwrap();
-        assert_eq!(read_file(dir.path(), &entry).unwrap(), b"keyed state");
+        assert_eq!(&*read_file(dir.path(), &entry).unwrap(), b"keyed state");
         std::fs::write(dir.path().join("state"), b"keyed stage").unwrap();
         let error = read_file(dir.path(), &entry).unwrap_err().to_string();
         assert!(error.contains("has checksum"), "{error}");

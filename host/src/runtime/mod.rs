@@ -11,7 +11,6 @@ mod pipeline;
 mod route;
 mod state;
 mod swap;
-mod timers;
 mod worker;
 
 pub use barrier::Aligner;
@@ -22,7 +21,9 @@ pub use message::{END_OF_TIME, Envelope, Message, NOT_AN_INPUT, RowTimes};
 pub use metrics::{OperatorMetrics, Progress, RunMetrics, human};
 pub use pipeline::{OperatorReport, RunSummary, Running, run, start};
 pub use route::{CHANNEL_CAPACITY, Route};
-pub use state::{KeyedValues, ValueStates};
+pub use state::{
+    KeyedState, KeyedValues, Loaded, MapStates, MapStore, MapWrite, Owner, TimerQueue, Timers,
+    ValueStates, flat_maps,
+};
 pub use swap::{SwapOrder, SwapReply, VersionStats};
-pub use timers::TimerQueue;
-pub use worker::{Worker, WorkerSetup};
+pub use worker::{Restored, Worker, WorkerSetup};

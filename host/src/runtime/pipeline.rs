@@ -13,8 +13,9 @@ use super::failures::Failures;
 use super::message::Envelope;
 use super::metrics::{OperatorMetrics, Progress, RunMetrics};
 use super::route::{CHANNEL_CAPACITY, Route};
+use super::state::Owner;
 use super::swap::VersionStats;
-use super::worker::{Worker, WorkerSetup};
+use super::worker::{Restored, Worker, WorkerSetup};
 use crate::checkpoint::{self, Checkpointing, Coordinator, Expected};
 use crate::config::{OperatorConfig, Pipeline};
 use crate::control::{Control, OperatorSetup};
@@ -273,14 +274,41 @@ pub fn start(
             0 => config.sources.len(),
             _ => config.operators[index - 1].parallelism,
         };
-        let mut restored = match restore.as_ref() {
+        let mut restored: Vec<Restored> = match restore.as_ref() {
+            // A disk store loads the files itself, entry by entry: worker i
+            // takes saved worker i's file when the parallelism is the same
+            // (its keys are the same), else its own keys of every file.
+            Some(r) if state_dir.is_some() => match r.state_files(&op.id) {
+                Some(files) if files.len() == op.parallelism => files
+                    .into_iter()
+                    .map(|file| Restored::Files {
+                        dir: r.dir.clone(),
+                        files: vec![file],
+                        owner: Owner::ALL,
+                    })
+                    .collect(),
+                Some(files) => (0..op.parallelism)
+                    .map(|index| Restored::Files {
+                        dir: r.dir.clone(),
+                        files: files.clone(),
+                        owner: Owner {
+                            index,
+                            workers: op.parallelism,
+                        },
+                    })
+                    .collect(),
+                None => Vec::new(),
+            },
             Some(r) => match r.operator_states(&op.id)? {
-                Some(states) => checkpoint::partition(states, op.parallelism),
+                Some(states) => checkpoint::partition(states, op.parallelism)
+                    .into_iter()
+                    .map(Restored::Decoded)
+                    .collect(),
                 None => Vec::new(),
             },
             None => Vec::new(),
         };
-        restored.resize_with(op.parallelism, Vec::new);
+        restored.resize_with(op.parallelism, || Restored::Decoded(Vec::new()));
         for (worker_index, (receiver, restore)) in std::mem::take(&mut receivers_by_op[index])
             .into_iter()
             .zip(restored)

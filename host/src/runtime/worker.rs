@@ -1,7 +1,7 @@
 //! One parallel worker of an operator: its Wasm instance, the keyed state of
 //! the keys it owns, and the handling of records the operator cannot take.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -17,15 +17,14 @@ use super::keys::{KeyGroups, group_rows};
 use super::message::{Envelope, Message, RowTimes};
 use super::metrics::OperatorMetrics;
 use super::route::Route;
-use super::state::ValueStates;
+use super::state::{KeyedState, Owner, ValueStates};
 use super::swap::{SwapOrder, SwapReply, VersionStats, migrate_states};
-use super::timers::TimerQueue;
 use crate::checkpoint::{Coordinator, WorkerEntry, WorkerState, WorkerStateRef, store};
 use crate::codec::row_to_json;
 use crate::config::{FailureAction, Limits};
 use crate::wasm::{
-    CallError, DecodedOutput, FiredTimer, KeyGroupArg, MapStore, OperatorInstance,
-    PreparedOperator, StateKind, TimeDomain,
+    CallError, DecodedOutput, FiredTimer, KeyGroupArg, OperatorInstance, PreparedOperator,
+    StateKind, TimeDomain,
 };
 
 /// Everything a worker needs besides its input.
@@ -58,21 +57,38 @@ pub struct WorkerSetup {
     pub operator: usize,
     /// The run's checkpoints, if it takes any.
     pub checkpoints: Option<Arc<Coordinator>>,
-    /// Restored keyed state of the keys this worker owns: one part per
-    /// worker that saved it, with the state layout version it is in.
-    pub restore: Vec<(WorkerState, u32)>,
+    /// Restored keyed state of the keys this worker owns.
+    pub restore: Restored,
     /// Where value states live: in memory (`None`), or in a database file
     /// at this path (`state_backend = "disk"`).
     pub state_file: Option<std::path::PathBuf>,
+}
+
+/// The keyed state a worker starts from.
+pub enum Restored {
+    /// Decoded (for the memory backend): one part per worker that saved
+    /// it, with the state layout version it is in.
+    Decoded(Vec<(WorkerState, u32)>),
+    /// State files in checkpoint folder `dir`, each with its state layout
+    /// version, which a disk store loads entry by entry: the keys `owner`
+    /// owns.
+    Files {
+        /// The checkpoint folder.
+        dir: std::path::PathBuf,
+        /// The files and their layout versions.
+        files: Vec<(crate::checkpoint::FileEntry, u32)>,
+        /// Which of their keys this worker takes.
+        owner: Owner,
+    },
 }
 
 /// A worker: runs batches through its instance and routes what comes out.
 pub struct Worker {
     setup: WorkerSetup,
     instance: OperatorInstance,
-    /// Value state of the keys this worker owns (as the guest wrote it).
-    values: ValueStates,
-    maps: MapStore,
+    /// Keyed state of the keys this worker owns: value and map states as
+    /// the guest wrote them, and timers.
+    state: KeyedState,
     /// When the last batch finished.
     last_batch_done: Option<Instant>,
     /// Set by a swap until the new version finishes its first batch: when
@@ -84,10 +100,6 @@ pub struct Worker {
     watermark: i64,
     /// The watermark before the last advance.
     previous_watermark: i64,
-    /// Event-time and processing-time timers of the keys this worker owns,
-    /// by time.
-    event_timers: TimerQueue,
-    processing_timers: TimerQueue,
     /// Barrier alignment of the inputs.
     aligner: Aligner,
 }
@@ -103,29 +115,78 @@ impl Worker {
     pub fn new(mut setup: WorkerSetup) -> Result<Self> {
         let instance = new_instance(&setup)?;
         let inputs = setup.inputs.max(1);
-        let restore = std::mem::take(&mut setup.restore);
-        let values = match &setup.state_file {
-            Some(path) => ValueStates::on_disk(path.clone())?,
-            None => ValueStates::Memory(Default::default()),
+        let restore = std::mem::replace(&mut setup.restore, Restored::Decoded(Vec::new()));
+        let state = match &setup.state_file {
+            Some(path) => KeyedState::on_disk(path.clone())?,
+            None => KeyedState::default(),
         };
         let mut worker = Self {
             input_watermarks: vec![Some(i64::MIN); inputs],
             watermark: i64::MIN,
             previous_watermark: i64::MIN,
-            event_timers: TimerQueue::default(),
-            processing_timers: TimerQueue::default(),
             aligner: Aligner::new(inputs),
             setup,
             instance,
-            values,
-            maps: MapStore::new(),
+            state,
             last_batch_done: None,
             swapped_at: None,
         };
-        for (part, state_version) in restore {
-            worker.restore(part, state_version)?;
+        match restore {
+            Restored::Decoded(parts) => {
+                for (part, state_version) in parts {
+                    worker.restore(part, state_version)?;
+                }
+            }
+            Restored::Files { dir, files, owner } => worker.load_files(&dir, &files, owner)?,
         }
         Ok(worker)
+    }
+
+    /// Loads restored state files into the disk store as they are read. A
+    /// file in another state layout is decoded and migrated in memory, as
+    /// for the memory backend (a savepoint of an older version, or a swap
+    /// under way at the checkpoint).
+    fn load_files(
+        &mut self,
+        dir: &std::path::Path,
+        files: &[(crate::checkpoint::FileEntry, u32)],
+        owner: Owner,
+    ) -> Result<()> {
+        let mut watermark = i64::MAX;
+        for (entry, state_version) in files {
+            let bytes = store::read_file(dir, entry)?;
+            let undecodable = || {
+                format!(
+                    "checkpoint `{}`: the state file `{}` cannot be decoded",
+                    dir.display(),
+                    entry.file
+                )
+            };
+            if *state_version == self.instance.state_version {
+                let loaded = self
+                    .state
+                    .load_state_file(&bytes, owner)
+                    .with_context(undecodable)?;
+                self.setup
+                    .metrics
+                    .state_keys
+                    .fetch_add(loaded.values as i64, Ordering::Relaxed);
+                watermark = watermark.min(loaded.watermark);
+                continue;
+            }
+            let state: WorkerState = postcard::from_bytes(&bytes).with_context(undecodable)?;
+            watermark = watermark.min(state.watermark);
+            let parts = crate::checkpoint::partition(vec![(state, *state_version)], owner.workers);
+            for (mut part, state_version) in parts.into_iter().nth(owner.index).unwrap_or_default()
+            {
+                part.watermark = i64::MIN;
+                self.restore(part, state_version)?;
+            }
+        }
+        if watermark < i64::MAX {
+            self.restore_watermark(watermark);
+        }
+        Ok(())
     }
 
     /// Takes in keyed state from a checkpoint, migrating it when it was
@@ -159,14 +220,16 @@ impl Worker {
             .metrics
             .state_keys
             .fetch_add(values.len() as i64, Ordering::Relaxed);
-        self.values.extend(values)?;
-        self.maps.extend(maps);
-        for (time, key) in event_timers.into_entries() {
-            self.event_timers.insert(time, &key);
-        }
-        for (time, key) in processing_timers.into_entries() {
-            self.processing_timers.insert(time, &key);
-        }
+        self.state.values.extend(values)?;
+        self.state.maps.extend(maps)?;
+        self.state.event_timers.extend(event_timers)?;
+        self.state.processing_timers.extend(processing_timers)?;
+        self.restore_watermark(watermark);
+        Ok(())
+    }
+
+    /// Takes a restored watermark, if it is later than the worker's.
+    fn restore_watermark(&mut self, watermark: i64) {
         if watermark > self.watermark {
             self.watermark = watermark;
             self.previous_watermark = watermark;
@@ -175,7 +238,6 @@ impl Worker {
                 *w = (*w).max(watermark);
             }
         }
-        Ok(())
     }
 
     /// Whether the running instance is a keyed operator.
@@ -212,7 +274,7 @@ impl Worker {
                 continue;
             };
             self.handle(envelope)?;
-            self.values
+            self.state
                 .commit()
                 .map_err(|e| anyhow::anyhow!("operator `{}`: {e:#}", self.label()))?;
         }
@@ -255,17 +317,37 @@ impl Worker {
         let path = checkpoints
             .pending_dir(id)
             .join(format!("{}-{}.state", prepared.id, self.setup.index));
-        let state = WorkerStateRef {
-            watermark: self.watermark,
-            values: &self.values,
-            maps: &self.maps,
-            event_timers: &self.event_timers,
-            processing_timers: &self.processing_timers,
+        let label = self.label();
+        let failed = |e: &dyn std::fmt::Display| {
+            anyhow::anyhow!("operator `{label}`: checkpoint {id}: {e:#}")
         };
-        // The worker only encodes its state (it must not change meanwhile);
-        // writing and syncing it happen beside the data, on another thread.
-        let encoded = postcard::to_stdvec(&state)
-            .map_err(|e| anyhow::anyhow!("operator `{}`: checkpoint {id}: {e}", self.label()))?;
+        // Writing and syncing happen beside the data, on another thread. On
+        // disk it streams a snapshot of the store out; in memory the worker
+        // encodes its state first, since it must not change meanwhile.
+        let snapshot = self
+            .state
+            .disk_snapshot(self.watermark)
+            .map_err(|e| failed(&e))?;
+        let encoded = match &snapshot {
+            Some(_) => Vec::new(),
+            None => postcard::to_stdvec(&WorkerStateRef {
+                watermark: self.watermark,
+                values: &self.state.values,
+                maps: &self.state.maps,
+                event_timers: &self.state.event_timers,
+                processing_timers: &self.state.processing_timers,
+            })
+            .map_err(|e| failed(&e))?,
+        };
+        let write = move |out: &mut dyn std::io::Write| -> Result<()> {
+            match &snapshot {
+                Some(snapshot) => {
+                    postcard::to_io(snapshot, out)?;
+                }
+                None => out.write_all(&encoded)?,
+            }
+            Ok(())
+        };
         let entry = WorkerEntry {
             version: prepared.version,
             content_hash: prepared.content_hash.clone(),
@@ -277,24 +359,22 @@ impl Worker {
             },
         };
         let (coordinator, component) = (Arc::clone(checkpoints), Arc::clone(&prepared.bytes));
-        let (operator, index, label) = (self.setup.operator, self.setup.index, self.label());
+        let (operator, index) = (self.setup.operator, self.setup.index);
         let spawned = std::thread::Builder::new()
             .name(format!("checkpoint-{label}"))
-            .spawn(
-                move || match store::write_file(&path, |out| Ok(out.write_all(&encoded)?)) {
-                    Ok(file) => coordinator.worker_done(
-                        id,
-                        operator,
-                        index,
-                        WorkerEntry {
-                            state: file,
-                            ..entry
-                        },
-                        component,
-                    ),
-                    Err(e) => coordinator.fail(id, &format!("operator `{label}`: {e:#}")),
-                },
-            );
+            .spawn(move || match store::write_file(&path, write) {
+                Ok(file) => coordinator.worker_done(
+                    id,
+                    operator,
+                    index,
+                    WorkerEntry {
+                        state: file,
+                        ..entry
+                    },
+                    component,
+                ),
+                Err(e) => coordinator.fail(id, &format!("operator `{label}`: {e:#}")),
+            });
         if let Err(e) = spawned {
             checkpoints.fail(id, &format!("operator `{}`: {e}", self.label()));
         }
@@ -336,11 +416,11 @@ impl Worker {
     /// (a timer function may register more).
     fn fire_timers(&mut self, domain: TimeDomain, now: i64) -> Result<()> {
         loop {
-            let timers = match domain {
-                TimeDomain::EventTime => &mut self.event_timers,
-                TimeDomain::ProcessingTime => &mut self.processing_timers,
-            };
-            let due = timers.pop_due(now, TIMERS_PER_CALL);
+            let due = self
+                .state
+                .timers(domain)
+                .pop_due(now, TIMERS_PER_CALL)
+                .map_err(|e| anyhow::anyhow!("operator `{}`: {e:#}", self.label()))?;
             if due.is_empty() {
                 return Ok(());
             }
@@ -362,16 +442,16 @@ impl Worker {
                 time: *time,
             })
             .collect();
-        self.values.load(keys.iter().copied())?;
+        self.state.values.load(keys.iter().copied())?;
         let args: Vec<KeyGroupArg<'_>> = keys
             .iter()
             .map(|key| KeyGroupArg {
                 key,
                 rows: &[],
-                state: self.values.get(key),
+                state: self.state.values.get(key),
             })
             .collect();
-        let result = self.instance.on_timer(&fired, &args, &mut self.maps);
+        let result = self.instance.on_timer(&fired, &args, &mut self.state.maps);
         let mut output = match result {
             Ok(output) => output,
             Err(e) => {
@@ -428,7 +508,7 @@ impl Worker {
         } = order;
         if let Some(from) = migrate_from {
             let started = Instant::now();
-            match migrate_states(&mut instance, from, &self.values) {
+            match migrate_states(&mut instance, from, &self.state.values) {
                 Ok(migrated) => {
                     let ready = SwapReply::Ready {
                         keys: migrated.len(),
@@ -439,7 +519,7 @@ impl Worker {
                         return;
                     }
                     // Same states, untouched since: same iteration order.
-                    if let Err(e) = self.values.replace_in_order(migrated) {
+                    if let Err(e) = self.state.values.replace_in_order(migrated) {
                         tracing::error!(operator = %self.label(), "{e:#}");
                     }
                 }
@@ -461,7 +541,7 @@ impl Worker {
             operator = %self.label(),
             "now running version {} ({} keys)",
             prepared.version,
-            self.values.len()
+            self.state.values.len()
         );
         // The new version sees the watermark the old one saw.
         instance.set_watermark(self.watermark);
@@ -505,7 +585,7 @@ impl Worker {
         if self.instance.kind == StateKind::Stateless {
             return self
                 .instance
-                .process(&message.batch, times, &[], &mut self.maps);
+                .process(&message.batch, times, &[], &mut self.state.maps);
         }
         // Without `key_by` a keyed operator is global: one key, "".
         let KeyGroups { groups, missing } = match &self.setup.key_by {
@@ -523,7 +603,8 @@ impl Worker {
                     .map_err(|e| CallError::Failed(e.to_string()))?;
             }
         }
-        self.values
+        self.state
+            .values
             .load(groups.iter().map(|(k, _)| k.as_ref()))
             .map_err(|e| CallError::Failed(format!("{e:#}")))?;
         let args: Vec<KeyGroupArg<'_>> = groups
@@ -531,12 +612,12 @@ impl Worker {
             .map(|(key, rows)| KeyGroupArg {
                 key,
                 rows,
-                state: self.values.get(key.as_ref()),
+                state: self.state.values.get(key.as_ref()),
             })
             .collect();
-        let mut output = self
-            .instance
-            .process(&message.batch, times, &args, &mut self.maps)?;
+        let mut output =
+            self.instance
+                .process(&message.batch, times, &args, &mut self.state.maps)?;
         let keys: Vec<&str> = groups.iter().map(|(k, _)| k.as_ref()).collect();
         self.apply_keyed_effects(&keys, &mut output)
             .map_err(CallError::Failed)?;
@@ -558,7 +639,7 @@ impl Worker {
         let count = &self.setup.metrics.state_keys;
         for (group, state) in std::mem::take(&mut output.state_updates) {
             let key = key_of(group)?;
-            match self.values.set(key, state) {
+            match self.state.values.set(key, state) {
                 0 => {}
                 delta => {
                     count.fetch_add(delta, Ordering::Relaxed);
@@ -567,10 +648,7 @@ impl Worker {
         }
         for timer in &output.timers {
             let key = key_of(timer.group)?;
-            let timers = match timer.domain {
-                TimeDomain::EventTime => &mut self.event_timers,
-                TimeDomain::ProcessingTime => &mut self.processing_timers,
-            };
+            let timers = self.state.timers(timer.domain);
             if timer.delete {
                 timers.remove(timer.time, key);
             } else {

@@ -1,7 +1,7 @@
 //! The data each operator instance's store holds, and the host functions of
 //! the `weir:operator/host` interface that use it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use wasmtime::StoreLimits;
@@ -9,9 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{host, types};
-
-/// Map states of the keys of one worker: key → map name → entry → value.
-pub type MapStore = HashMap<String, HashMap<String, BTreeMap<Vec<u8>, Vec<u8>>>>;
+use crate::runtime::MapStates;
 
 /// A write to a map state made during a call, applied only if the call succeeds.
 pub(crate) type PendingWrites = HashMap<(u32, String, Vec<u8>), Option<Vec<u8>>>;
@@ -28,8 +26,11 @@ pub struct HostState {
     /// The keys of the current call, by group index.
     pub(crate) call_keys: Vec<String>,
     /// The worker's map states, moved in for the duration of a call.
-    pub(crate) maps: MapStore,
+    pub(crate) maps: MapStates,
     pub(crate) pending: PendingWrites,
+    /// The first failure of the map state store during the call: it fails
+    /// the call, as the guest cannot be told.
+    pub(crate) store_error: Option<String>,
     pub(crate) watermark: i64,
     /// Event times of the rows of the current call, if known.
     pub(crate) event_times: Option<Arc<crate::runtime::RowTimes>>,
@@ -75,8 +76,14 @@ impl host::Host for HostState {
         if let Some(pending) = self.pending.get(&(group, name.clone(), entry.clone())) {
             return pending.clone();
         }
-        let key = self.key_of(group)?;
-        self.maps.get(key)?.get(&name)?.get(&entry).cloned()
+        let key = self.call_keys.get(group as usize)?;
+        match self.maps.get(key, &name, &entry) {
+            Ok(value) => value,
+            Err(e) => {
+                self.store_error.get_or_insert(format!("{e:#}"));
+                None
+            }
+        }
     }
 
     fn map_set(&mut self, group: u32, name: String, entry: Vec<u8>, value: Option<Vec<u8>>) {
@@ -88,15 +95,16 @@ impl host::Host for HostState {
     }
 
     fn map_entries(&mut self, group: u32, name: String) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let Some(key) = self.key_of(group) else {
+        let Some(key) = self.call_keys.get(group as usize) else {
             return Vec::new();
         };
-        let mut entries: BTreeMap<Vec<u8>, Vec<u8>> = self
-            .maps
-            .get(key)
-            .and_then(|m| m.get(&name))
-            .cloned()
-            .unwrap_or_default();
+        let mut entries = match self.maps.entries(key, &name) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.store_error.get_or_insert(format!("{e:#}"));
+                return Vec::new();
+            }
+        };
         for ((g, n, entry), value) in &self.pending {
             if *g == group && *n == name {
                 match value {
@@ -134,22 +142,16 @@ impl host::Host for HostState {
 
 impl HostState {
     /// Applies the map writes of a successful call to `maps`.
-    pub(crate) fn commit_pending(&mut self) {
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    pub(crate) fn commit_pending(&mut self) -> anyhow::Result<()> {
         let pending = std::mem::take(&mut self.pending);
-        for ((group, name, entry), value) in pending {
-            let Some(key) = self.call_keys.get(group as usize) else {
-                continue;
-            };
-            let map = self
-                .maps
-                .entry(key.clone())
-                .or_default()
-                .entry(name)
-                .or_default();
-            match value {
-                Some(v) => map.insert(entry, v),
-                None => map.remove(&entry),
-            };
-        }
+        let keys = &self.call_keys;
+        let writes = pending.iter().filter_map(|((group, name, entry), value)| {
+            let key = keys.get(*group as usize)?;
+            Some((key.as_str(), name.as_str(), &entry[..], value.as_deref()))
+        });
+        self.maps.apply(writes)
     }
 }

@@ -12,10 +12,10 @@ use super::bindings::{OperatorComponent, types};
 use super::convert::{self, BatchArg, DecodedOutput, KeyGroupArg, Scratch};
 use super::engine::EPOCH_TICK;
 use super::guest_output::{GuestOutput, Stream};
-use super::host_state::{HostState, MapStore};
+use super::host_state::HostState;
 use super::prepare::{PreparedOperator, StateKind};
 use crate::config::{Capability, Limits};
-use crate::runtime::RowTimes;
+use crate::runtime::{MapStates, RowTimes};
 
 /// Why a call did not produce an output.
 #[derive(Debug, thiserror::Error)]
@@ -137,8 +137,9 @@ impl OperatorInstance {
             label: Arc::clone(&label),
             stderr,
             call_keys: Vec::new(),
-            maps: MapStore::new(),
+            maps: MapStates::default(),
             pending: HashMap::new(),
+            store_error: None,
             watermark: i64::MIN,
             event_times: None,
             counters,
@@ -206,7 +207,7 @@ impl OperatorInstance {
         batch: &RecordBatch,
         event_times: Option<&Arc<RowTimes>>,
         groups: &[KeyGroupArg<'_>],
-        maps: &mut MapStore,
+        maps: &mut MapStates,
     ) -> Result<DecodedOutput, CallError> {
         self.store.data_mut().event_times = event_times.cloned();
         let arg = convert::batch_arg(batch, &mut self.scratch)
@@ -236,7 +237,7 @@ impl OperatorInstance {
         &mut self,
         fired: &[types::FiredTimer],
         groups: &[KeyGroupArg<'_>],
-        maps: &mut MapStore,
+        maps: &mut MapStates,
     ) -> Result<DecodedOutput, CallError> {
         let typed = self
             .on_timer
@@ -296,7 +297,7 @@ impl OperatorInstance {
 fn begin_call(
     store: &mut Store<HostState>,
     groups: &[KeyGroupArg<'_>],
-    maps: &mut MapStore,
+    maps: &mut MapStates,
     timeout_ticks: u64,
 ) {
     let data = store.data_mut();
@@ -309,7 +310,7 @@ fn begin_call(
 
 fn finish(
     store: &mut Store<HostState>,
-    maps: &mut MapStore,
+    maps: &mut MapStates,
     result: wasmtime::Result<(Result<types::Output, String>,)>,
     input_rows: usize,
     limits: &Limits,
@@ -340,11 +341,23 @@ fn finish(
         Err(e) => Err(CallError::Trap(trap_message(store, &e, limits))),
     };
     let data = store.data_mut();
-    if outcome.is_ok() {
-        data.commit_pending();
-    } else {
-        data.pending.clear();
-    }
+    // The map state store failing fails the call: its writes are dropped,
+    // and its records go to the dead-letter output.
+    let failed_store = |e: String| CallError::Failed(format!("map states: {e}"));
+    let outcome = match data.store_error.take() {
+        Some(e) => Err(failed_store(e)),
+        None => outcome,
+    };
+    let outcome = match outcome {
+        Ok(output) => data
+            .commit_pending()
+            .map(|()| output)
+            .map_err(|e| failed_store(format!("{e:#}"))),
+        Err(e) => {
+            data.pending.clear();
+            Err(e)
+        }
+    };
     std::mem::swap(&mut data.maps, maps);
     outcome
 }

@@ -21,6 +21,5 @@ mod prepare;
 pub use bindings::types::{FiredTimer, TimeDomain, TimerRequest};
 pub use convert::{DecodedOutput, KeyGroupArg};
 pub use engine::{CpuLimit, WasmEngine};
-pub use host_state::MapStore;
 pub use instance::{CallError, MigrateError, OperatorInstance};
 pub use prepare::{PreparedOperator, StateKind, Tier};

@@ -1,35 +1,28 @@
-//! A worker's value states, in memory (the default) or on disk
-//! (`state_backend = "disk"`, for state that outgrows memory).
-//!
-//! The disk backend keeps states in an embedded redb database that is only a
-//! working store: it is written without syncing, created empty at the start
-//! of a run and filled from the checkpoint restored, because the checkpoint,
-//! not the database, is what survives a crash. A batch's keys are read into a
-//! small cache before the guest call and their new states written back in one
-//! transaction after it.
+//! Value states: one byte string per key, the state a keyed operator's
+//! `process` gets and returns.
 
-use anyhow::{Context, Result};
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use anyhow::Result;
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::disk::{DiskFile, VALUES, disk_error};
 
 /// Value states by key, in memory.
 pub type KeyedValues = HashMap<String, Vec<u8>, foldhash::fast::RandomState>;
-
-const VALUES: TableDefinition<&str, &[u8]> = TableDefinition::new("values");
 
 /// A worker's value states.
 pub enum ValueStates {
     /// All in a hash map.
     Memory(KeyedValues),
-    /// In a database file, with the states of the current batch cached.
+    /// In the worker's database file, with the states of the current batch
+    /// cached.
     Disk(DiskStates),
 }
 
 /// Value states on disk.
 pub struct DiskStates {
-    db: redb::Database,
-    path: PathBuf,
+    file: Arc<DiskFile>,
     /// States read for the current batch (`None`: the key has none).
     cache: HashMap<String, Option<Vec<u8>>, foldhash::fast::RandomState>,
     /// Keys whose state the current batch changed.
@@ -37,39 +30,21 @@ pub struct DiskStates {
     len: usize,
 }
 
-impl Drop for DiskStates {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+impl Default for ValueStates {
+    fn default() -> Self {
+        Self::Memory(KeyedValues::default())
     }
 }
 
-fn disk_error(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("the disk state store failed: {e}")
-}
-
 impl ValueStates {
-    /// Empty states kept on disk in a new database file at `path`.
-    ///
-    /// # Errors
-    /// When the file cannot be created.
-    pub fn on_disk(path: PathBuf) -> Result<Self> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create `{}`", parent.display()))?;
-        }
-        let _ = std::fs::remove_file(&path);
-        let db = redb::Database::create(&path)
-            .with_context(|| format!("cannot create the state store `{}`", path.display()))?;
-        let txn = db.begin_write().map_err(disk_error)?;
-        txn.open_table(VALUES).map_err(disk_error)?;
-        txn.commit().map_err(disk_error)?;
-        Ok(Self::Disk(DiskStates {
-            db,
-            path,
+    /// Empty states kept in `file`.
+    pub(super) fn on_disk(file: Arc<DiskFile>) -> Self {
+        Self::Disk(DiskStates {
+            file,
             cache: HashMap::default(),
             dirty: Vec::new(),
             len: 0,
-        }))
+        })
     }
 
     /// Reads the states of `keys` ahead of a call (disk only).
@@ -80,7 +55,7 @@ impl ValueStates {
         let Self::Disk(disk) = self else {
             return Ok(());
         };
-        let txn = disk.db.begin_read().map_err(disk_error)?;
+        let txn = disk.file.read()?;
         let table = txn.open_table(VALUES).map_err(disk_error)?;
         for key in keys {
             if disk.cache.contains_key(key) {
@@ -143,10 +118,7 @@ impl ValueStates {
             return Ok(());
         };
         if !disk.dirty.is_empty() {
-            let mut txn = disk.db.begin_write().map_err(disk_error)?;
-            // The checkpoint is what survives a crash, not this file.
-            txn.set_durability(redb::Durability::None)
-                .map_err(disk_error)?;
+            let txn = disk.file.write()?;
             {
                 let mut table = txn.open_table(VALUES).map_err(disk_error)?;
                 for key in disk.dirty.drain(..) {
@@ -201,7 +173,7 @@ impl ValueStates {
             }
             Self::Disk(disk) => {
                 let read = || -> Result<_, redb::Error> {
-                    let txn = disk.db.begin_read()?;
+                    let txn = disk.file.db.begin_read()?;
                     Ok(txn.open_table(VALUES)?)
                 };
                 let table = read().map_err(|e| disk_error(e).to_string())?;
@@ -246,7 +218,7 @@ impl ValueStates {
             }
             Self::Disk(disk) => {
                 let keys: Vec<String> = {
-                    let txn = disk.db.begin_read().map_err(disk_error)?;
+                    let txn = disk.file.read()?;
                     let table = txn.open_table(VALUES).map_err(disk_error)?;
                     let mut keys = Vec::with_capacity(disk.len);
                     for entry in table.iter().map_err(disk_error)? {
@@ -254,7 +226,7 @@ impl ValueStates {
                     }
                     keys
                 };
-                let txn = disk.db.begin_write().map_err(disk_error)?;
+                let txn = disk.file.write()?;
                 {
                     let mut table = txn.open_table(VALUES).map_err(disk_error)?;
                     for (key, value) in keys.iter().zip(new) {
@@ -264,6 +236,37 @@ impl ValueStates {
                     }
                 }
                 txn.commit().map_err(disk_error)
+            }
+        }
+    }
+
+    /// Adds restored states, in one transaction on disk; returns how many.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    pub fn insert_all<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<usize> {
+        match self {
+            Self::Memory(values) => {
+                let before = values.len();
+                values.extend(entries.into_iter().map(|(k, v)| (k.to_owned(), v.to_vec())));
+                Ok(values.len() - before)
+            }
+            Self::Disk(disk) => {
+                let txn = disk.file.write()?;
+                let mut added = 0;
+                {
+                    let mut table = txn.open_table(VALUES).map_err(disk_error)?;
+                    for (key, value) in entries {
+                        let old = table.insert(key, value).map_err(disk_error)?;
+                        added += usize::from(old.is_none());
+                    }
+                }
+                txn.commit().map_err(disk_error)?;
+                disk.len += added;
+                Ok(added)
             }
         }
     }
@@ -283,9 +286,7 @@ impl ValueStates {
                 Ok(())
             }
             Self::Disk(disk) => {
-                let mut txn = disk.db.begin_write().map_err(disk_error)?;
-                txn.set_durability(redb::Durability::None)
-                    .map_err(disk_error)?;
+                let txn = disk.file.write()?;
                 {
                     let mut table = txn.open_table(VALUES).map_err(disk_error)?;
                     for (key, value) in &restored {
@@ -303,28 +304,34 @@ impl ValueStates {
     /// Writes every state as a map of byte strings (a checkpoint's state
     /// file), in the layout [`crate::checkpoint::WorkerState`] reads.
     pub(crate) fn serialize_map<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{Error, SerializeMap};
+        use serde::ser::Error;
         match self {
             Self::Memory(values) => {
                 s.collect_map(values.iter().map(|(k, v)| (k, serde_bytes::Bytes::new(v))))
             }
             Self::Disk(disk) => {
                 let read = || -> Result<_, redb::Error> {
-                    let txn = disk.db.begin_read()?;
-                    let table = txn.open_table(VALUES)?;
-                    let len = table.len()?;
-                    Ok((table, len))
+                    Ok(disk.file.db.begin_read()?.open_table(VALUES)?)
                 };
-                let (table, len) = read().map_err(S::Error::custom)?;
-                let mut map = s.serialize_map(Some(len as usize))?;
-                for entry in table.iter().map_err(S::Error::custom)? {
-                    let (k, v) = entry.map_err(S::Error::custom)?;
-                    map.serialize_entry(k.value(), serde_bytes::Bytes::new(v.value()))?;
-                }
-                map.end()
+                serialize_table(&read().map_err(S::Error::custom)?, s)
             }
         }
     }
+}
+
+/// Writes the value states of `table` as [`ValueStates::serialize_map`] does.
+pub(super) fn serialize_table<S: serde::Serializer>(
+    table: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::{Error, SerializeMap};
+    let len = table.len().map_err(S::Error::custom)?;
+    let mut map = s.serialize_map(Some(len as usize))?;
+    for entry in table.iter().map_err(S::Error::custom)? {
+        let (k, v) = entry.map_err(S::Error::custom)?;
+        map.serialize_entry(k.value(), serde_bytes::Bytes::new(v.value()))?;
+    }
+    map.end()
 }
 
 #[cfg(test)]
@@ -333,7 +340,7 @@ mod tests {
 
     fn both() -> (tempfile::TempDir, [ValueStates; 2]) {
         let dir = tempfile::tempdir().unwrap();
-        let disk = ValueStates::on_disk(dir.path().join("w.redb")).unwrap();
+        let disk = ValueStates::on_disk(DiskFile::create(dir.path().join("w.redb")).unwrap());
         (dir, [ValueStates::Memory(KeyedValues::default()), disk])
     }
 
