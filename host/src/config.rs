@@ -45,12 +45,12 @@ pub struct PipelineConfig {
     /// file).
     #[serde(default)]
     pub checkpoint_dir: Option<PathBuf>,
-    /// Where keyed value states live while the pipeline runs.
+    /// Where keyed state (value and map states, timers) lives while the pipeline runs.
     #[serde(default)]
     pub state_backend: StateBackend,
 }
 
-/// Where keyed value states live while a pipeline runs.
+/// Where keyed state (value and map states, timers) lives while a pipeline runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StateBackend {

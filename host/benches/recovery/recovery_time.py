@@ -1,5 +1,5 @@
-# Recovery time to the first output record (usage: recovery_time.py N): weir run resumed from a
-# checkpoint holding N keys, vs a fresh start, to the first line on stdout.
+# Recovery time to the first output record (usage: recovery_time.py N [memory|disk]): weir run
+# resumed from a checkpoint holding N keys, vs a fresh start, to the first line on stdout.
 import subprocess, time, glob, shutil, json
 import os, sys
 # Run from anywhere: the repository is two folders up from here.
@@ -7,7 +7,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")
 WEIR = os.path.join(REPO, "target", "release", "weir")
 OPERATOR = os.path.join(REPO, "examples", "sales-by-product", "operator")
 WORK = os.environ.get("WEIR_BENCH_DIR", "/tmp/weir-bench")
-n = int(sys.argv[1])
+n = int(sys.argv[1]); backend = sys.argv[2] if len(sys.argv) > 2 else "memory"
 d = f"{WORK}/recovery-{n}"
 shutil.rmtree(d, ignore_errors=True); os.makedirs(d)
 with open(f"{d}/input.jsonl", "w") as f:
@@ -16,7 +16,7 @@ with open(f"{d}/input.jsonl", "w") as f:
     for i in range(3 * n):
         f.write('{"product":"p%d","qty":2,"price_cents":100}\n' % (i % 1000))
 with open(f"{d}/pipeline.toml", "w") as f:
-    f.write('checkpoint_interval = "500ms"\ncheckpoint_dir = "ck"\n'
+    f.write(f'checkpoint_interval = "500ms"\ncheckpoint_dir = "ck"\nstate_backend = "{backend}"\n'
             '[[source]]\ntype = "jsonl"\npath = "input.jsonl"\n'
             f'[[operator]]\nid = "sales"\ncrate = "{OPERATOR}"\nkey_by = "product"\n'
             '[[sink]]\ntype = "stdout"\n')
