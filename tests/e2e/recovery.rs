@@ -363,6 +363,10 @@ fn a_damaged_newest_checkpoint_is_skipped_for_the_one_before() {
         log.contains(&format!("weir: resuming from checkpoint {previous_id} ")),
         "{log}"
     );
+    assert!(
+        !log.contains("failed"),
+        "the new checkpoints are numbered past the damaged one: {log}"
+    );
     sales.assert_output(
         &reference,
         "the output differs from the uninterrupted run's",

@@ -188,7 +188,17 @@ pub fn start(
     let dead_letters = Arc::new(DeadLetters::open(&pipeline.dead_letter_path())?);
     let (checkpoints, restore) = match checkpointing {
         Some(c) => {
-            let last_id = c.restore.as_ref().map_or(0, |r| r.manifest.id);
+            // New checkpoints are numbered after every one in the folder,
+            // also those skipped as damaged or of another format, so none
+            // is written over one of them.
+            let newest_kept = checkpoint::store::list(&c.folder.path)
+                .first()
+                .map_or(0, |(id, _)| *id);
+            let last_id = c
+                .restore
+                .as_ref()
+                .map_or(0, |r| r.manifest.id)
+                .max(newest_kept);
             let coordinator = Coordinator::new(c.folder, c.interval, expected(pipeline), last_id)?;
             (Some(Arc::new(coordinator)), c.restore)
         }
