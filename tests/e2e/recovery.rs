@@ -591,6 +591,46 @@ fn a_csv_source_resumes_after_its_header_and_a_generator_at_its_event() {
     );
 }
 
+/// Builds the operator folder `folder` (relative to the repository) and
+/// returns its component file.
+fn built_component(folder: &str) -> PathBuf {
+    let out = run_ok(&["build", s(&repo().join(folder))]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let path = text
+        .lines()
+        .find_map(|line| Some(line.split_once(": ")?.1.split_once(" (")?.0))
+        .unwrap_or_else(|| panic!("no component path in: {text}"));
+    PathBuf::from(path)
+}
+
+#[test]
+fn a_module_changed_under_the_same_version_resumes_as_checkpointed() {
+    // The pipeline names a component file, replaced between the crash and
+    // the restart by another build (as after editing the operator without
+    // deploying it): the restart runs the component the checkpoint kept.
+    let original = built_component("examples/sales-by-product/operator");
+    let edited = built_component("tests/fixtures/sales-v2");
+    let job = Sales::custom(
+        "[[source]]\ntype = \"jsonl\"\npath = \"input.jsonl\"\n\
+         [[operator]]\nid = \"sales\"\nmodule = \"op.wasm\"\nkey_by = \"product\"\n\
+         [[sink]]\ntype = \"jsonl\"\npath = \"out/sales.jsonl\"\n",
+        &[("input.jsonl", orders(67, ORDERS, false))],
+    );
+    std::fs::copy(&original, job.path("op.wasm")).expect("component copied");
+    run_ok(&["run", s(&job.pipeline()), "--fresh"]);
+    let reference = job.outputs();
+    let killed = job.crash(&mut Rng::new(71), 300, has_checkpoint);
+    assert!(killed.is_some(), "the run ended before it was killed");
+    std::fs::copy(&edited, job.path("op.wasm")).expect("component replaced");
+    let log = job.finish();
+    assert!(
+        log.contains("weir: operator `sales` resumes at version 1, as checkpointed"),
+        "{log}"
+    );
+    assert!(job.outputs() == reference, "the output differs");
+}
+
 #[test]
 fn two_sources_into_two_workers_align_their_barriers_and_count_every_order_once() {
     // Which source's order comes first is up to the scheduler, so running
