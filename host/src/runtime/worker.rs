@@ -59,7 +59,7 @@ pub struct WorkerSetup {
     pub checkpoints: Option<Arc<Coordinator>>,
     /// Restored keyed state of the keys this worker owns.
     pub restore: Restored,
-    /// Where value states live: in memory (`None`), or in a database file
+    /// Where keyed state lives: in memory (`None`), or in a database file
     /// at this path (`state_backend = "disk"`).
     pub state_file: Option<std::path::PathBuf>,
 }
@@ -318,26 +318,32 @@ impl Worker {
             .pending_dir(id)
             .join(format!("{}-{}.state", prepared.id, self.setup.index));
         let label = self.label();
-        let failed = |e: &dyn std::fmt::Display| {
-            anyhow::anyhow!("operator `{label}`: checkpoint {id}: {e:#}")
-        };
         // Writing and syncing happen beside the data, on another thread. On
         // disk it streams a snapshot of the store out; in memory the worker
-        // encodes its state first, since it must not change meanwhile.
-        let snapshot = self
-            .state
-            .disk_snapshot(self.watermark)
-            .map_err(|e| failed(&e))?;
+        // encodes its state first, since it must not change meanwhile. A
+        // state that cannot be saved abandons this checkpoint, not the run.
+        let snapshot = match self.state.disk_snapshot(self.watermark) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                checkpoints.fail(id, &format!("operator `{label}`: {e:#}"));
+                return Ok(());
+            }
+        };
         let encoded = match &snapshot {
             Some(_) => Vec::new(),
-            None => postcard::to_stdvec(&WorkerStateRef {
+            None => match postcard::to_stdvec(&WorkerStateRef {
                 watermark: self.watermark,
                 values: &self.state.values,
                 maps: &self.state.maps,
                 event_timers: &self.state.event_timers,
                 processing_timers: &self.state.processing_timers,
-            })
-            .map_err(|e| failed(&e))?,
+            }) {
+                Ok(encoded) => encoded,
+                Err(e) => {
+                    checkpoints.fail(id, &format!("operator `{label}`: {e}"));
+                    return Ok(());
+                }
+            },
         };
         let write = move |out: &mut dyn std::io::Write| -> Result<()> {
             match &snapshot {
