@@ -218,6 +218,7 @@ pub fn start(
                 // A savepoint's parts are not in this folder: only its size counts.
                 (if r.parts_here { r.manifest.id } else { 0 }, bytes)
             }),
+            dead_letters: Arc::clone(&dead_letters),
             metrics: Arc::clone(&metrics),
         };
         let (sender, handle) = crate::sinks::spawn(sink, pipeline, setup)?;

@@ -2,7 +2,8 @@
 //! the keys it owns, and the handling of records the operator cannot take.
 
 use anyhow::{Context, Result};
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::DataType;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use tokio::sync::mpsc::Receiver;
 use super::barrier::Aligner;
 use super::dead_letter::{DeadLetter, DeadLetters};
 use super::failures::{Failures, Verdict};
-use super::keys::{KeyGroups, group_rows};
+use super::keys::{KeyGroups, group_rows, row_keys};
 use super::message::{Envelope, Message, RowTimes};
 use super::metrics::OperatorMetrics;
 use super::route::Route;
@@ -459,29 +460,46 @@ impl Worker {
             .collect();
         let result = self.instance.on_timer(&fired, &args, &mut self.state.maps);
         let mut output = match result {
-            Ok(output) => output,
+            Ok(output) if output.rejected.is_empty() => output,
+            // As for records: nothing of the call applied; the refused
+            // timers go to the dead letters and the others fire again.
+            Ok(output) => {
+                let mut refused = vec![false; due.len()];
+                for (index, reason) in &output.rejected {
+                    if let Some(((time, key), slot)) =
+                        due.get(*index as usize).zip(refused.get_mut(*index as usize))
+                    {
+                        *slot = true;
+                        self.dead_letter_timer(*time, key, reason)?;
+                    }
+                }
+                let rest: Vec<(i64, String)> = due
+                    .iter()
+                    .zip(&refused)
+                    .filter(|(_, refused)| !**refused)
+                    .map(|(timer, _)| timer.clone())
+                    .collect();
+                return if rest.is_empty() {
+                    Ok(())
+                } else {
+                    self.fire(domain, &rest)
+                };
+            }
             Err(e) => {
                 if let CallError::Trap(_) = &e {
                     self.restart()?;
-                    // Bisect, as for records, so one bad key's timer does
-                    // not take the others with it.
-                    if due.len() > 1 {
-                        let (first, second) = due.split_at(due.len() / 2);
-                        self.fire(domain, first)?;
-                        return self.fire(domain, second);
-                    }
+                }
+                // Bisect, as for records, so one bad key's timer does not
+                // take the others with it: a timer function that refuses
+                // fails its whole call, and no effect of it applies.
+                if due.len() > 1 {
+                    let (first, second) = due.split_at(due.len() / 2);
+                    self.fire(domain, first)?;
+                    return self.fire(domain, second);
                 }
                 let reason = format!("the timer function failed: {e}");
                 for (time, key) in due {
-                    let raw = serde_json::json!({ "timer": time, "key": key }).to_string();
-                    self.setup.dead_letters.send(&DeadLetter {
-                        source: "timers",
-                        line: 0,
-                        raw: &raw,
-                        reason: &reason,
-                        operator: Some(&self.setup.prepared.id),
-                        version: Some(self.setup.prepared.version),
-                    })?;
+                    self.dead_letter_timer(*time, key, &reason)?;
                 }
                 return self.failed(&reason);
             }
@@ -558,8 +576,37 @@ impl Worker {
     }
 
     fn process(&mut self, message: &Message) -> Result<()> {
+        if let Some(keyed) = self.without_missing_keys(message)? {
+            return match keyed {
+                Some(keyed) => self.process(&keyed),
+                None => Ok(()),
+            };
+        }
         match self.call(message) {
-            Ok(output) => self.deliver(message, output),
+            Ok(output) if output.rejected.is_empty() || self.instance.kind == StateKind::Stateless => {
+                self.deliver(message, output)
+            }
+            // A keyed call's effects are per key, not per row: a refused
+            // row's state, map and timer changes cannot be told from its
+            // neighbours'. Nothing of the call applied; the refused rows go
+            // to the dead letters and the others run again without them, so
+            // the result is that of an input without the refused rows.
+            Ok(output) => {
+                let mut refused = vec![false; message.rows()];
+                for (row, reason) in &output.rejected {
+                    if let Some(slot) = refused.get_mut(*row as usize) {
+                        *slot = true;
+                    }
+                    self.dead_letter_row(message, *row as usize, reason)?;
+                }
+                let keep: Vec<u32> = (0..message.rows() as u32)
+                    .filter(|&row| !refused[row as usize])
+                    .collect();
+                if keep.is_empty() {
+                    return Ok(());
+                }
+                self.process(&message.take(&keep)?)
+            }
             Err(CallError::Failed(reason)) => {
                 let reason = format!("the operator failed the whole batch: {reason}");
                 self.dead_letter_all(message, &reason)?;
@@ -586,6 +633,40 @@ impl Worker {
         }
     }
 
+    /// Dead-letters the rows of a keyed operator's batch that lack the
+    /// `key_by` field, once, before any call (a call may be run again).
+    /// `None` when every row has its key; else the other rows, if any.
+    fn without_missing_keys(&self, message: &Message) -> Result<Option<Option<Message>>> {
+        let Some(field) = self.setup.key_by.as_deref() else {
+            return Ok(None);
+        };
+        if self.instance.kind == StateKind::Stateless {
+            return Ok(None);
+        }
+        let keyable = message.batch.column_by_name(field).is_some_and(|c| {
+            c.null_count() == 0
+                && matches!(
+                    c.data_type(),
+                    DataType::Utf8 | DataType::Int64 | DataType::Float64 | DataType::Boolean
+                )
+        });
+        if keyable {
+            return Ok(None);
+        }
+        let reason = format!("missing key field `{field}`");
+        let mut keep = Vec::with_capacity(message.rows());
+        for (row, key) in row_keys(&message.batch, field).iter().enumerate() {
+            match key {
+                Some(_) => keep.push(row as u32),
+                None => self.dead_letter_row(message, row, &reason)?,
+            }
+        }
+        if keep.is_empty() {
+            return Ok(Some(None));
+        }
+        Ok(Some(Some(message.take(&keep)?)))
+    }
+
     fn call(&mut self, message: &Message) -> Result<DecodedOutput, CallError> {
         let times = message.times.as_ref();
         if self.instance.kind == StateKind::Stateless {
@@ -602,12 +683,9 @@ impl Worker {
             },
         };
         if !missing.is_empty() {
-            let field = self.setup.key_by.as_deref().unwrap_or_default();
-            let reason = format!("missing key field `{field}`");
-            for row in missing {
-                self.dead_letter_row(message, row as usize, &reason)
-                    .map_err(|e| CallError::Failed(e.to_string()))?;
-            }
+            return Err(CallError::Failed(
+                "rows without a key reached the call".to_owned(),
+            ));
         }
         self.state
             .values
@@ -624,9 +702,11 @@ impl Worker {
         let mut output =
             self.instance
                 .process(&message.batch, times, &args, &mut self.state.maps)?;
-        let keys: Vec<&str> = groups.iter().map(|(k, _)| k.as_ref()).collect();
-        self.apply_keyed_effects(&keys, &mut output)
-            .map_err(CallError::Failed)?;
+        if output.rejected.is_empty() {
+            let keys: Vec<&str> = groups.iter().map(|(k, _)| k.as_ref()).collect();
+            self.apply_keyed_effects(&keys, &mut output)
+                .map_err(CallError::Failed)?;
+        }
         Ok(output)
     }
 
@@ -685,6 +765,18 @@ impl Worker {
             route.send(derived)?;
         }
         Ok(())
+    }
+
+    fn dead_letter_timer(&self, time: i64, key: &str, reason: &str) -> Result<()> {
+        let raw = serde_json::json!({ "timer": time, "key": key }).to_string();
+        self.setup.dead_letters.send(&DeadLetter {
+            source: "timers",
+            line: 0,
+            raw: &raw,
+            reason,
+            operator: Some(&self.setup.prepared.id),
+            version: Some(self.setup.prepared.version),
+        })
     }
 
     fn dead_letter_all(&self, message: &Message, reason: &str) -> Result<()> {

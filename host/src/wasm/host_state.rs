@@ -18,7 +18,7 @@ pub(crate) type PendingWrites = HashMap<(u32, String, Vec<u8>), Option<Vec<u8>>>
 pub struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: MemoryLimiter,
     /// `operator-id@vN`, for log lines.
     pub(crate) label: Arc<str>,
     /// What the guest wrote to stderr (panic messages), kept for trap reports.
@@ -47,6 +47,51 @@ impl WasiView for HostState {
 }
 
 impl types::Host for HostState {}
+
+/// The store's limits, remembering a memory growth they refused: a trap
+/// that follows is then explained as the operator exceeding `memory_mib`,
+/// not as the allocator's backtrace.
+pub(crate) struct MemoryLimiter {
+    pub(crate) limits: StoreLimits,
+    /// The bytes the last refused memory growth asked for.
+    pub(crate) refused: Option<usize>,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.refused = Some(desired);
+        }
+        allowed
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
 
 impl HostState {
     fn key_of(&self, group: u32) -> Option<&str> {

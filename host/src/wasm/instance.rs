@@ -9,6 +9,7 @@ use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::{OperatorComponent, types};
+use super::host_state::MemoryLimiter;
 use super::convert::{self, BatchArg, DecodedOutput, KeyGroupArg, Scratch};
 use super::engine::EPOCH_TICK;
 use super::guest_output::{GuestOutput, Stream};
@@ -126,14 +127,17 @@ impl OperatorInstance {
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_mib.saturating_mul(1 << 20))
-                .table_elements(limits.max_table_elements)
-                .instances(MAX_CORE_INSTANCES)
-                .tables(MAX_CORE_INSTANCES)
-                .memories(MAX_CORE_INSTANCES)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: MemoryLimiter {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(limits.memory_mib.saturating_mul(1 << 20))
+                    .table_elements(limits.max_table_elements)
+                    .instances(MAX_CORE_INSTANCES)
+                    .tables(MAX_CORE_INSTANCES)
+                    .memories(MAX_CORE_INSTANCES)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                refused: None,
+            },
             label: Arc::clone(&label),
             stderr,
             call_keys: Vec::new(),
@@ -197,7 +201,7 @@ impl OperatorInstance {
 
     /// Processes one batch. For a keyed operator `groups` lists the batch's
     /// keys and `maps` holds the worker's map states; writes to them are
-    /// applied only when the call succeeds.
+    /// applied only when the call succeeds and refuses no row.
     ///
     /// # Errors
     /// [`CallError::Trap`] when the guest trapped (this instance is dead),
@@ -305,6 +309,7 @@ fn begin_call(
     data.call_keys
         .extend(groups.iter().map(|g| g.key.to_owned()));
     std::mem::swap(&mut data.maps, maps);
+    data.limits.refused = None;
     store.set_epoch_deadline(timeout_ticks);
 }
 
@@ -349,6 +354,12 @@ fn finish(
         None => outcome,
     };
     let outcome = match outcome {
+        // A refused row's writes are mixed in with its neighbours': none
+        // apply, and the worker runs the call again without it.
+        Ok(output) if !output.rejected.is_empty() => {
+            data.pending.clear();
+            Ok(output)
+        }
         Ok(output) => data
             .commit_pending()
             .map(|()| output)
@@ -365,13 +376,20 @@ fn finish(
 /// A trap explained: the trap, what it means for the limits, and the panic
 /// message the guest printed, if any.
 fn trap_message(store: &Store<HostState>, error: &wasmtime::Error, limits: &Limits) -> String {
-    let mut message = match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => format!(
+    let refused = store.data().limits.refused;
+    let mut message = match (refused, error.downcast_ref::<wasmtime::Trap>()) {
+        (Some(asked), _) => format!(
+            "the operator exceeded its memory limit (`limits.memory_mib` = {} MiB): it asked \
+             for {} MiB",
+            limits.memory_mib,
+            asked.div_ceil(1 << 20)
+        ),
+        (None, Some(wasmtime::Trap::Interrupt)) => format!(
             "the call ran longer than the call timeout ({})",
             humantime::format_duration(limits.call_timeout)
         ),
-        Some(trap) => format!("trap: {trap}"),
-        None => format!("{error:#}"),
+        (None, Some(trap)) => format!("trap: {trap}"),
+        (None, None) => format!("{error:#}"),
     };
     // The last lines hold the panic message.
     let tail = store.data().stderr.tail();
