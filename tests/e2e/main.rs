@@ -6,6 +6,7 @@ mod conformance;
 mod examples;
 mod hot_swap;
 mod nexmark;
+mod no_trace;
 mod recovery;
 mod refusals;
 mod sandbox;
