@@ -247,7 +247,7 @@ pub fn start(
     let operator_metrics: Vec<Arc<OperatorMetrics>> = config
         .operators
         .iter()
-        .map(|_| Arc::new(OperatorMetrics::default()))
+        .map(|op| Arc::new(OperatorMetrics::new(&op.id, op.parallelism, &metrics)))
         .collect();
 
     // Start every worker before any source, so a component that fails to
@@ -377,7 +377,10 @@ pub fn start(
             failures,
         });
     }
-    let control = Arc::new(Control::new(engine.clone(), controls, checkpoints.clone()));
+    let control = Arc::new(
+        Control::new(engine.clone(), controls, checkpoints.clone())
+            .with_run_metrics(Arc::clone(&metrics)),
+    );
     start_clock(
         worker_channels
             .iter()
@@ -411,6 +414,7 @@ pub fn start(
             route: source_route.from_input(input),
             dead_letters: Arc::clone(&dead_letters),
             metrics: Arc::clone(&metrics),
+            records_sent: metrics.source(&source.name()),
             clock: std::cell::RefCell::new(source.event_time().map(EventClock::new)),
             activity: Arc::default(),
             checkpoints: checkpoints.clone(),
