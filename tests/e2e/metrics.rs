@@ -111,6 +111,17 @@ fn metrics_count_every_record_of_a_live_run_exactly() {
         BTreeMap::from([("operator=\"sales\"".to_owned(), 1.0)]),
         "{text}"
     );
+    // Backpressure is counted per sender (its value depends on timing).
+    assert_eq!(
+        samples(&text, "weir_source_backpressure_seconds_total").len(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        samples(&text, "weir_operator_backpressure_seconds_total").len(),
+        2,
+        "{text}"
+    );
     // Every batch a worker took is in its latency histogram.
     let batches: f64 = samples(&text, "weir_operator_batch_seconds_count")
         .values()

@@ -24,6 +24,8 @@ struct Families {
     operator_records_in: Family<Labels, Counter>,
     operator_records_out: Family<Labels, Counter>,
     operator_dead_letters: Family<Labels, Counter>,
+    operator_blocked: Family<Labels, Counter<f64, AtomicU64>>,
+    source_blocked: Family<Labels, Counter<f64, AtomicU64>>,
     operator_watermark: Family<Labels, Gauge>,
     operator_watermark_lag: Family<Labels, Gauge<f64, AtomicU64>>,
     operator_version: Family<Labels, Gauge>,
@@ -59,6 +61,9 @@ pub fn render(control: &Control) -> String {
             f.operator_dead_letters
                 .get_or_create(&labels)
                 .inc_by(load(&worker.dead_letters));
+            f.operator_blocked
+                .get_or_create(&labels)
+                .inc_by(load(&worker.blocked_ns) as f64 / 1e9);
             let watermark = worker.watermark.load(Ordering::Relaxed);
             if watermark > i64::MIN && watermark < crate::runtime::END_OF_TIME {
                 f.operator_watermark.get_or_create(&labels).set(watermark);
@@ -88,10 +93,14 @@ pub fn render(control: &Control) -> String {
     }
     if let Some(run) = &control.run_metrics {
         let sources = run.sources.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, sent) in sources.iter() {
+        for (name, figures) in sources.iter() {
+            let labels = vec![("source", name.clone())];
             f.source_records
-                .get_or_create(&vec![("source", name.clone())])
-                .inc_by(sent.load(Ordering::Relaxed));
+                .get_or_create(&labels)
+                .inc_by(figures.records.load(Ordering::Relaxed));
+            f.source_blocked
+                .get_or_create(&labels)
+                .inc_by(figures.blocked_ns.load(Ordering::Relaxed) as f64 / 1e9);
         }
         let sink_records = Counter::<u64>::default();
         sink_records.inc_by(run.records_out.load(Ordering::Relaxed));
@@ -128,6 +137,16 @@ fn register_families(registry: &mut Registry, f: Families) {
         "operator_dead_letters",
         "Records and timers a worker sent to the dead-letter output",
         f.operator_dead_letters,
+    );
+    registry.register(
+        "operator_backpressure_seconds",
+        "Seconds a worker waited on full destinations",
+        f.operator_blocked,
+    );
+    registry.register(
+        "source_backpressure_seconds",
+        "Seconds a source waited on a full first stage",
+        f.source_blocked,
     );
     registry.register(
         "operator_watermark_milliseconds",

@@ -22,8 +22,8 @@ pub struct RunMetrics {
     pub records_in: AtomicU64,
     /// Records written by all sinks.
     pub records_out: AtomicU64,
-    /// Per source, by name: the records it sent on.
-    pub sources: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+    /// Per source, by name.
+    pub sources: Mutex<Vec<(String, Arc<SourceMetrics>)>>,
     /// Seconds from a worker taking a batch to having sent all it made on.
     pub batch_seconds: Latencies,
     /// Seconds spent inside one guest call.
@@ -43,16 +43,25 @@ impl Default for RunMetrics {
 }
 
 impl RunMetrics {
-    /// The counter of records source `name` sent on.
-    pub fn source(&self, name: &str) -> Arc<AtomicU64> {
+    /// The counters of source `name`.
+    pub fn source(&self, name: &str) -> Arc<SourceMetrics> {
         let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, counter)) = sources.iter().find(|(n, _)| n == name) {
-            return Arc::clone(counter);
+        if let Some((_, counters)) = sources.iter().find(|(n, _)| n == name) {
+            return Arc::clone(counters);
         }
-        let counter = Arc::new(AtomicU64::new(0));
-        sources.push((name.to_owned(), Arc::clone(&counter)));
-        counter
+        let counters = Arc::new(SourceMetrics::default());
+        sources.push((name.to_owned(), Arc::clone(&counters)));
+        counters
     }
+}
+
+/// Figures of one source, for `/metrics`.
+#[derive(Default)]
+pub struct SourceMetrics {
+    /// Records it sent on.
+    pub records: AtomicU64,
+    /// Nanoseconds it waited on a full first stage (backpressure).
+    pub blocked_ns: Arc<AtomicU64>,
 }
 
 /// Counters of one operator, across its workers and versions.
@@ -83,6 +92,7 @@ impl OperatorMetrics {
                     records_out: AtomicU64::new(0),
                     dead_letters: AtomicU64::new(0),
                     watermark: AtomicI64::new(i64::MIN),
+                    blocked_ns: Arc::default(),
                     batch_seconds: run.batch_seconds.get_or_create(&labels).clone(),
                     wasm_seconds: run.wasm_seconds.get_or_create(&labels).clone(),
                 }
@@ -105,6 +115,8 @@ pub struct WorkerMetrics {
     pub dead_letters: AtomicU64,
     /// Its event-time watermark (`i64::MIN` before the first).
     pub watermark: AtomicI64,
+    /// Nanoseconds it waited on full destinations (backpressure).
+    pub blocked_ns: Arc<AtomicU64>,
     /// Seconds from taking a batch to having sent all it made on.
     pub batch_seconds: Histogram,
     /// Seconds spent inside the operator's guest calls for a batch.

@@ -30,8 +30,8 @@ pub(crate) struct SourceContext {
     pub(crate) route: Route,
     pub(crate) dead_letters: Arc<DeadLetters>,
     pub(crate) metrics: Arc<RunMetrics>,
-    /// Records this source sent on (for `/metrics`).
-    pub(crate) records_sent: Arc<AtomicU64>,
+    /// Its figures for `/metrics`.
+    pub(crate) figures: Arc<crate::runtime::metrics::SourceMetrics>,
     pub(crate) clock: RefCell<Option<EventClock>>,
     /// When the source last sent records, for its idleness watchdog.
     pub(crate) activity: Arc<Activity>,
@@ -125,7 +125,8 @@ impl SourceContext {
         self.activity.touch();
         let mut clock = self.clock.borrow_mut();
         let Some(clock) = clock.as_mut() else {
-            self.records_sent
+            self.figures
+                .records
                 .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
             return self.route.send(Message {
                 batch,
@@ -164,7 +165,8 @@ impl SourceContext {
             message = message.take(&keep)?;
         }
         message.times = Some(Arc::new(times));
-        self.records_sent
+        self.figures
+            .records
             .fetch_add(message.rows() as u64, Ordering::Relaxed);
         self.route.send(message)?;
         match clock.advance() {
