@@ -6,6 +6,8 @@ mod conformance;
 mod examples;
 mod hot_swap;
 mod nexmark;
+mod parquet;
+mod postgres;
 mod recovery;
 mod refusals;
 mod sandbox;
