@@ -51,6 +51,7 @@ use arrow::datatypes::{DataType, Field};
 use arrow::record_batch::RecordBatch;
 use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -460,6 +461,16 @@ impl PostgresSink {
             (None, Some(first)) => self.table_for(&first.batch.clone())?,
             (None, None) => return Ok(()),
         };
+        // Only each key's latest row matters to an upsert: the others are
+        // not sent (the `DISTINCT ON` stays for keys equal only in SQL).
+        let deduplicated;
+        let batches = match self.config.mode {
+            WriteMode::Upsert => {
+                deduplicated = latest_per_key(batches, &self.config.key, &columns)?;
+                deduplicated.as_slice()
+            }
+            WriteMode::Append => batches,
+        };
         let plan = Plan {
             table: &self.table_sql,
             mode: self.config.mode,
@@ -703,6 +714,51 @@ impl PostgresSink {
         }
         Ok((filter_record_batch(batch, &keep)?, lines))
     }
+}
+
+/// `batches` with only the last row of each key, compared as the text
+/// `COPY` sends.
+fn latest_per_key(batches: &[Pending], key: &[String], columns: &[Column]) -> Result<Vec<Pending>> {
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut kept = Vec::with_capacity(batches.len());
+    for pending in batches.iter().rev() {
+        let batch = &pending.batch;
+        let schema = batch.schema();
+        let encoders: Vec<Encoder> = key
+            .iter()
+            .filter_map(|k| {
+                let (i, field) = schema.column_with_name(k)?;
+                let json = columns.iter().any(|c| c.name == *k && c.json);
+                Some(Encoder::new(field, batch.column(i), json))
+            })
+            .collect();
+        let mut keep = vec![false; batch.num_rows()];
+        for row in (0..batch.num_rows()).rev() {
+            let mut text = Vec::new();
+            for encoder in &encoders {
+                encoder.write(row, &mut text);
+                text.push(b'\t');
+            }
+            keep[row] = seen.insert(text);
+        }
+        if !keep.contains(&true) {
+            continue;
+        }
+        let lines = pending
+            .lines
+            .iter()
+            .zip(&keep)
+            .filter_map(|(line, keep)| keep.then_some(*line))
+            .collect();
+        kept.push(Pending {
+            epoch: pending.epoch,
+            source: pending.source.clone(),
+            lines,
+            batch: filter_record_batch(batch, &BooleanArray::from(keep))?,
+        });
+    }
+    kept.reverse();
+    Ok(kept)
 }
 
 /// Why values of arrow field `field` cannot go to `column`, if they cannot:
