@@ -7,6 +7,7 @@ mod examples;
 mod hot_swap;
 mod metrics;
 mod nexmark;
+mod no_trace;
 mod parquet;
 mod postgres;
 mod recovery;

@@ -133,3 +133,93 @@ fn metrics_count_every_record_of_a_live_run_exactly() {
     assert_eq!(read_jsonl(&dir.path().join("out.jsonl")).len(), 300);
     assert_eq!(read_jsonl(&dir.path().join("dead.jsonl")).len(), 7);
 }
+
+#[test]
+fn json_logs_carry_the_operator_as_a_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"id\":1}\n{\"id\":2,\"action\":\"panic\"}\n{\"id\":3}\n",
+    )
+    .unwrap();
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[[source]]\ntype = \"jsonl\"\npath = \"in.jsonl\"\n\n\
+             [[operator]]\nid = \"hostile\"\ncrate = \"{}\"\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = \"out.jsonl\"\n\n\
+             [dead_letter]\npath = \"dead.jsonl\"\n",
+            s(&repo().join("tests/fixtures/hostile"))
+        ),
+    )
+    .unwrap();
+    let output = weir()
+        .args(["--log-format", "json", "run", s(&pipeline)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let trap = logs
+        .iter()
+        .find(|l| l["message"].as_str().is_some_and(|m| m.contains("trapped")))
+        .unwrap_or_else(|| panic!("no trap logged:\n{stderr}"));
+    assert_eq!(trap["level"], "WARN", "{trap}");
+    assert_eq!(trap["operator"], "hostile@v1", "{trap}");
+}
+
+#[test]
+fn status_watch_shows_rates_until_the_pipeline_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("live.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[[source]]\ntype = \"stdin\"\n\n\
+             [[operator]]\nid = \"sales\"\ncrate = \"{}\"\nkey_by = \"product\"\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = \"out.jsonl\"\n",
+            s(&repo().join("examples/sales-by-product/operator"))
+        ),
+    )
+    .unwrap();
+    let mut child = weir()
+        .args(["run", s(&pipeline), "--admin", "127.0.0.1:0"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let address = admin_address(&mut child, Arc::clone(&log)).expect("the admin API starts");
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{{\"product\":\"a\",\"qty\":2,\"price_cents\":100}}").unwrap();
+    stdin.flush().unwrap();
+    let mut watch = weir()
+        .args(["status", "--watch", "--admin", &address.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(watch.stdout.take().unwrap());
+    let mut seen = String::new();
+    // The second screen has rates.
+    while !seen.contains("records/s") {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        assert!(read > 0, "watch ended early:\n{seen}");
+        seen.push_str(&line);
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success(), "{:?}", log.lock());
+    let rest = std::io::read_to_string(reader).unwrap();
+    assert!(watch.wait().unwrap().success());
+    assert!(
+        seen.contains("OPERATOR") && seen.contains("sales"),
+        "{seen}"
+    );
+    assert!(seen.contains("sales: "), "{seen}");
+    assert!(rest.contains("the pipeline stopped answering"), "{rest}");
+}
