@@ -341,7 +341,7 @@ fn default_call_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(2)
 }
 
-mod humantime_serde_compat {
+pub(crate) mod humantime_serde_compat {
     use serde::{Deserialize, Deserializer};
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
         let text = String::deserialize(d)?;
@@ -382,6 +382,10 @@ pub enum SinkConfig {
         #[serde(default)]
         from: Option<String>,
     },
+    /// A PostgreSQL table, upserted or appended to.
+    Postgres(crate::sinks::PostgresSinkConfig),
+    /// Parquet files in a folder, partitioned by a field.
+    Parquet(crate::sinks::ParquetSinkConfig),
 }
 
 impl SinkConfig {
@@ -393,6 +397,8 @@ impl SinkConfig {
             SinkConfig::Jsonl { from, .. }
             | SinkConfig::Stdout { from }
             | SinkConfig::Blackhole { from } => from.as_deref(),
+            SinkConfig::Postgres(config) => config.from.as_deref(),
+            SinkConfig::Parquet(config) => config.from.as_deref(),
         }
     }
 }

@@ -8,6 +8,8 @@ mod hot_swap;
 mod metrics;
 mod nexmark;
 mod no_trace;
+mod parquet;
+mod postgres;
 mod recovery;
 mod refusals;
 mod sandbox;
