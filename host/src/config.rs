@@ -117,6 +117,8 @@ pub enum SourceConfig {
         #[serde(default = "nexmark_rate")]
         rate: u64,
     },
+    /// A NATS JetStream stream, read through a durable pull consumer.
+    Nats(crate::sources::nats::NatsSourceConfig),
 }
 
 /// Where a source's records keep their event time, and how late they may
@@ -153,6 +155,7 @@ impl SourceConfig {
             SourceConfig::Csv { .. } => "csv",
             SourceConfig::Stdin { .. } => "stdin",
             SourceConfig::Nexmark { .. } => "nexmark",
+            SourceConfig::Nats(_) => "nats",
         }
     }
 
@@ -163,6 +166,7 @@ impl SourceConfig {
             | SourceConfig::Csv { event_time, .. }
             | SourceConfig::Stdin { event_time, .. }
             | SourceConfig::Nexmark { event_time, .. } => event_time.as_ref(),
+            SourceConfig::Nats(nats) => nats.event_time.as_ref(),
         }
     }
 
@@ -173,6 +177,7 @@ impl SourceConfig {
             | SourceConfig::Csv { name, .. }
             | SourceConfig::Stdin { name, .. }
             | SourceConfig::Nexmark { name, .. } => name,
+            SourceConfig::Nats(nats) => &nats.name,
         };
         name.clone().unwrap_or_else(|| self.type_name().to_owned())
     }
@@ -341,7 +346,7 @@ fn default_call_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(2)
 }
 
-mod humantime_serde_compat {
+pub(crate) mod humantime_serde_compat {
     use serde::{Deserialize, Deserializer};
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
         let text = String::deserialize(d)?;
@@ -382,6 +387,8 @@ pub enum SinkConfig {
         #[serde(default)]
         from: Option<String>,
     },
+    /// A subject of a NATS JetStream stream, one JSON record per message.
+    Nats(crate::sinks::nats::NatsSinkConfig),
 }
 
 impl SinkConfig {
@@ -393,6 +400,7 @@ impl SinkConfig {
             SinkConfig::Jsonl { from, .. }
             | SinkConfig::Stdout { from }
             | SinkConfig::Blackhole { from } => from.as_deref(),
+            SinkConfig::Nats(nats) => nats.from.as_deref(),
         }
     }
 }
@@ -604,6 +612,7 @@ impl Pipeline {
             SourceConfig::Jsonl { name, .. } | SourceConfig::Nexmark { name, .. } => {
                 (name.clone(), Format::Jsonl)
             }
+            SourceConfig::Nats(nats) => (nats.name.clone(), nats.format),
         };
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         *source = match (input.to_str() == Some("-"), format) {
@@ -635,7 +644,7 @@ impl Pipeline {
             .config
             .sinks
             .iter_mut()
-            .filter(|s| !matches!(s, SinkConfig::Blackhole { .. }))
+            .filter(|s| matches!(s, SinkConfig::Jsonl { .. } | SinkConfig::Stdout { .. }))
             .collect();
         let [sink] = <[&mut SinkConfig; 1]>::try_from(files).map_err(|f| {
             anyhow::anyhow!(

@@ -5,6 +5,7 @@ mod bad_input;
 mod conformance;
 mod examples;
 mod hot_swap;
+mod nats;
 mod nexmark;
 mod recovery;
 mod refusals;

@@ -8,10 +8,12 @@
 //! visible ([`Sink::commit`]). A restart from checkpoint k commits what was
 //! pending up to k and drops what came after, so the output ends exactly as
 //! an uninterrupted run's. One file per kind of sink: [`file`] (exactly-once
-//! through [`parts`]), standard output (at-least-once: what was printed
+//! through [`parts`]), [`nats`] (exactly-once by message ids JetStream
+//! deduplicates), standard output (at-least-once: what was printed
 //! stays printed) and a blackhole for benchmarks.
 
 mod file;
+pub mod nats;
 mod parts;
 
 use anyhow::Result;
@@ -100,6 +102,7 @@ pub(crate) fn spawn(
         )?),
         SinkConfig::Stdout { .. } => Box::new(file::StdoutSink::new()),
         SinkConfig::Blackhole { .. } => Box::new(Blackhole),
+        SinkConfig::Nats(nats) => Box::new(nats::NatsSink::open(nats, &setup)?),
     };
     let handle = std::thread::Builder::new()
         .name(format!("sink-{}", setup.index))
