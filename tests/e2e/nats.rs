@@ -111,7 +111,10 @@ impl Nats {
                     .get("Nats-Msg-Id")
                     .map(|v| v.as_str().to_owned())
                     .unwrap_or_default();
-                out.push((String::from_utf8(message.payload.to_vec()).expect("UTF-8"), id));
+                out.push((
+                    String::from_utf8(message.payload.to_vec()).expect("UTF-8"),
+                    id,
+                ));
             }
             out
         })
@@ -248,7 +251,10 @@ fn crash_and_finish(pipeline: &Path, seed: u64, attempts: usize, jitter_ms: u64)
         }
         kills += 1;
     }
-    assert!(kills >= 2, "only {kills} runs were killed before they ended");
+    assert!(
+        kills >= 2,
+        "only {kills} runs were killed before they ended"
+    );
     let out = run_ok(&["run", s(pipeline)]);
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(log.contains("weir: resuming from checkpoint"), "{log}");
@@ -315,11 +321,17 @@ fn nats_records_go_in_and_out_exactly_and_bad_ones_to_the_dead_letters() {
     let mut dead = crate::support::read_jsonl(&dir.path().join("dead-letter.jsonl"));
     dead.sort_by_key(|d| d["line"].as_u64());
     assert_eq!(dead.len(), 2, "{dead:?}");
-    assert_eq!(dead[0]["line"], 302, "the bad line is named by its sequence");
+    assert_eq!(
+        dead[0]["line"], 302,
+        "the bad line is named by its sequence"
+    );
     assert_eq!(dead[0]["source"], "orders");
     assert_eq!(dead[1]["line"], 303);
     assert!(
-        dead[1]["reason"].as_str().unwrap_or("").contains("not valid UTF-8"),
+        dead[1]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not valid UTF-8"),
         "{dead:?}"
     );
     assert_eq!(
@@ -389,7 +401,11 @@ fn nats_to_nats_killed_at_random_moments_holds_the_uninterrupted_runs_records() 
     ));
     crash_and_finish(&pipeline, 5, 4, 300);
     let got = nats.messages(&output);
-    assert_eq!(got.len(), expected.len(), "no record lost or published twice");
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "no record lost or published twice"
+    );
     assert!(
         sorted_payloads(&got) == sorted_payloads(&expected),
         "the output stream holds the uninterrupted run's records"
@@ -451,6 +467,34 @@ impl Proxy {
     }
 }
 
+/// Waits for `child` to end; kills it after `limit` and fails with its log.
+fn wait_or_kill(mut child: Child, limit: Duration) -> std::process::Output {
+    let mut stderr = child.stderr.take().expect("stderr");
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "weir did not end in {limit:?}: {}",
+                log.join().expect("log")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = child.wait().expect("weir ends");
+    std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: log.join().expect("log").into_bytes(),
+    }
+}
+
 #[test]
 fn nats_connections_cut_mid_run_lose_and_duplicate_nothing() {
     let nats = Nats::new("cut");
@@ -479,7 +523,7 @@ fn nats_connections_cut_mid_run_lose_and_duplicate_nothing() {
         }
         proxy.cut();
     }
-    let out = child.wait_with_output().expect("weir ends");
+    let out = wait_or_kill(child, Duration::from_secs(120));
     assert!(
         out.status.success(),
         "weir failed: {}",

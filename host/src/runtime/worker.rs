@@ -466,8 +466,9 @@ impl Worker {
             Ok(output) => {
                 let mut refused = vec![false; due.len()];
                 for (index, reason) in &output.rejected {
-                    if let Some(((time, key), slot)) =
-                        due.get(*index as usize).zip(refused.get_mut(*index as usize))
+                    if let Some(((time, key), slot)) = due
+                        .get(*index as usize)
+                        .zip(refused.get_mut(*index as usize))
                     {
                         *slot = true;
                         self.dead_letter_timer(*time, key, reason)?;
@@ -583,7 +584,9 @@ impl Worker {
             };
         }
         match self.call(message) {
-            Ok(output) if output.rejected.is_empty() || self.instance.kind == StateKind::Stateless => {
+            Ok(output)
+                if output.rejected.is_empty() || self.instance.kind == StateKind::Stateless =>
+            {
                 self.deliver(message, output)
             }
             // A keyed call's effects are per key, not per row: a refused

@@ -85,8 +85,9 @@ pub(super) struct NatsSink {
     producer: String,
     /// Records received since the start of the pipeline.
     count: u64,
-    /// Published, not yet acked: (message id, payload, its ack).
-    in_flight: VecDeque<(String, Bytes, PublishAckFuture)>,
+    /// Published, not yet acked: (message id, payload, its ack; none
+    /// when it could not be sent).
+    in_flight: VecDeque<(String, Bytes, Option<PublishAckFuture>)>,
     /// The largest payload the server takes.
     max_payload: usize,
     dead_letters: Arc<DeadLetters>,
@@ -100,10 +101,7 @@ impl NatsSink {
     /// # Errors
     /// When the server cannot be reached or the stream does not exist; the
     /// message names server and sink.
-    pub(super) fn open(
-        config: &NatsSinkConfig,
-        setup: &SinkSetup,
-    ) -> Result<Self> {
+    pub(super) fn open(config: &NatsSinkConfig, setup: &SinkSetup) -> Result<Self> {
         let interval = setup.checkpoints.as_ref().map(|c| c.interval());
         let label = format!("sink {} (nats `{}`)", setup.index, config.url);
         let producer = producer_id(&label, setup)?;
@@ -119,9 +117,10 @@ impl NatsSink {
             let client = connect(&label, &server).await?;
             let max_payload = client.server_info().max_payload;
             let context = jetstream::new(client);
-            let mut stream = context.get_stream(&config.stream).await.map_err(|e| {
-                anyhow!("{label}: cannot open stream `{}`: {e}", config.stream)
-            })?;
+            let mut stream = context
+                .get_stream(&config.stream)
+                .await
+                .map_err(|e| anyhow!("{label}: cannot open stream `{}`: {e}", config.stream))?;
             let window = stream
                 .info()
                 .await
@@ -154,8 +153,7 @@ impl NatsSink {
         })
     }
 
-    /// Publishes one message; a failure to hand it to the client is retried
-    /// with [`Self::republish`].
+    /// Publishes one message; its ack is awaited by [`Self::wait_for_acks`].
     fn publish(&mut self, id: String, payload: Bytes) -> Result<()> {
         let sent = self.runtime.block_on(
             self.context.send_publish(
@@ -166,11 +164,10 @@ impl NatsSink {
             ),
         );
         let ack = match sent {
-            Ok(ack) => ack,
+            Ok(ack) => Some(ack),
             Err(e) => {
-                tracing::warn!("{}: publish of `{id}` failed ({e}); retrying", self.label);
-                self.republish(&id, &payload)?;
-                return Ok(());
+                tracing::warn!("{}: publish of `{id}` failed ({e}); will retry", self.label);
+                None
             }
         };
         self.in_flight.push_back((id, payload, ack));
@@ -180,50 +177,77 @@ impl NatsSink {
         Ok(())
     }
 
-    /// Publishes `payload` under `id` again until the server acks it: a
-    /// copy it already has is dropped as a duplicate.
-    fn republish(&self, id: &str, payload: &Bytes) -> Result<()> {
+    /// Waits until at most `left` messages await their ack. Messages not
+    /// acked (a lost connection) are published again under the same ids,
+    /// all at once, with backoff, for up to [`REPUBLISH_FOR`]: a copy the
+    /// server already has is dropped as a duplicate.
+    fn wait_for_acks(&mut self, left: usize) -> Result<()> {
+        if self.in_flight.len() <= left {
+            return Ok(());
+        }
+        let oldest: Vec<_> = self
+            .in_flight
+            .drain(..self.in_flight.len() - left)
+            .collect();
+        let mut failed = self.runtime.block_on(acked(oldest));
         let deadline = Instant::now() + REPUBLISH_FOR;
         let mut wait = Duration::from_millis(100);
-        loop {
-            let result = self.runtime.block_on(async {
-                self.context
-                    .send_publish(
-                        self.subject.clone(),
-                        PublishMessage::build().message_id(id).payload(payload.clone()),
-                    )
-                    .await?
-                    .await
-            });
-            match result {
-                Ok(_) => return Ok(()),
-                Err(e) if Instant::now() + wait < deadline => {
-                    tracing::warn!("{}: publish of `{id}` failed ({e}); retrying", self.label);
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => bail!(
-                    "{}: publish to `{}` failed for {REPUBLISH_FOR:?}: {e}",
+        while let Some((id, _, error)) = failed.first() {
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: {} messages to `{}` not acked for {REPUBLISH_FOR:?} (`{id}`: {error})",
                     self.label,
+                    failed.len(),
                     self.subject
-                ),
+                );
             }
-        }
-    }
-
-    /// Waits until at most `left` messages await their ack.
-    fn wait_for_acks(&mut self, left: usize) -> Result<()> {
-        while self.in_flight.len() > left {
-            let Some((id, payload, ack)) = self.in_flight.pop_front() else {
-                break;
-            };
-            if let Err(e) = self.runtime.block_on(async { ack.await }) {
-                tracing::warn!("{}: no ack for `{id}` ({e}); publishing again", self.label);
-                self.republish(&id, &payload)?;
-            }
+            tracing::warn!(
+                "{}: {} messages not acked (`{id}`: {error}); publishing them again",
+                self.label,
+                failed.len()
+            );
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_secs(2));
+            let again = std::mem::take(&mut failed);
+            failed = self.runtime.block_on(async {
+                let mut sent = Vec::with_capacity(again.len());
+                for (id, payload, _) in again {
+                    let ack = self
+                        .context
+                        .send_publish(
+                            self.subject.clone(),
+                            PublishMessage::build()
+                                .message_id(&id)
+                                .payload(payload.clone()),
+                        )
+                        .await
+                        .ok();
+                    sent.push((id, payload, ack));
+                }
+                acked(sent).await
+            });
         }
         Ok(())
     }
+}
+
+/// Awaits the acks of `sent` together; returns the messages not acked.
+async fn acked(
+    sent: Vec<(String, Bytes, Option<PublishAckFuture>)>,
+) -> Vec<(String, Bytes, String)> {
+    let results =
+        futures_util::future::join_all(sent.into_iter().map(|(id, payload, ack)| async move {
+            let result = match ack {
+                Some(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                None => Err("not sent".to_owned()),
+            };
+            (id, payload, result)
+        }))
+        .await;
+    results
+        .into_iter()
+        .filter_map(|(id, payload, result)| result.err().map(|e| (id, payload, e)))
+        .collect()
 }
 
 /// This sink's producer id: made at a fresh start and kept in the

@@ -25,7 +25,7 @@
 //! (`stop_at_end = true`) acks what it read when it ends.
 
 use anyhow::{Context, Result, anyhow, bail};
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
+use async_nats::jetstream::{self, consumer::AckPolicy, consumer::DeliverPolicy, consumer::pull};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -130,7 +130,10 @@ fn env_secret(connector: &str, var: &str) -> Result<String> {
 /// `connect_timeout`; the error names the server and `connector`. Once
 /// connected, the client reconnects by itself whenever the connection is
 /// lost.
-pub(crate) async fn connect(connector: &str, server: &NatsServer<'_>) -> Result<async_nats::Client> {
+pub(crate) async fn connect(
+    connector: &str,
+    server: &NatsServer<'_>,
+) -> Result<async_nats::Client> {
     let url = server.url;
     let connect_timeout = server.connect_timeout.unwrap_or(Duration::from_secs(10));
     let mut options = async_nats::ConnectOptions::new()
@@ -142,8 +145,10 @@ pub(crate) async fn connect(connector: &str, server: &NatsServer<'_>) -> Result<
     }
     match (server.user_env, server.password_env) {
         (Some(user), Some(password)) => {
-            options = options
-                .user_and_password(env_secret(connector, user)?, env_secret(connector, password)?);
+            options = options.user_and_password(
+                env_secret(connector, user)?,
+                env_secret(connector, password)?,
+            );
         }
         (None, None) => {}
         _ => bail!("{connector}: `user_env` and `password_env` go together"),
@@ -209,10 +214,9 @@ async fn start_consumer(
         many => config.filter_subjects = many.to_vec(),
     }
     let stream_name = &stream.cached_info().config.name;
-    let mut consumer = stream
-        .create_consumer(config)
-        .await
-        .map_err(|e| anyhow!("{label}: cannot create consumer `{name}` on stream `{stream_name}`: {e}"))?;
+    let mut consumer = stream.create_consumer(config).await.map_err(|e| {
+        anyhow!("{label}: cannot create consumer `{name}` on stream `{stream_name}`: {e}")
+    })?;
     let info = consumer
         .info()
         .await
@@ -302,9 +306,10 @@ impl NatsSource {
         let opened = runtime.block_on(async {
             let client = connect(&label, &config.server()).await?;
             let context = jetstream::new(client.clone());
-            let mut stream = context.get_stream(&config.stream).await.map_err(|e| {
-                anyhow!("{label}: cannot open stream `{}`: {e}", config.stream)
-            })?;
+            let mut stream = context
+                .get_stream(&config.stream)
+                .await
+                .map_err(|e| anyhow!("{label}: cannot open stream `{}`: {e}", config.stream))?;
             let last = stream
                 .info()
                 .await
@@ -320,8 +325,7 @@ impl NatsSource {
                 },
             };
             let (messages, pending) =
-                start_consumer(&label, &stream, &config.consumer, &config.subjects, after)
-                    .await?;
+                start_consumer(&label, &stream, &config.consumer, &config.subjects, after).await?;
             anyhow::Ok((client, stream, messages, last, after, pending))
         })?;
         let (client, stream, messages, last, after, pending) = opened;
@@ -501,7 +505,11 @@ impl NatsSource {
         match self.stream.consumer_info(&self.consumer).await {
             Ok(info) => info.delivered.stream_sequence > self.sequence,
             Err(e) => {
-                tracing::warn!("{}: cannot read consumer `{}`: {e}", self.label, self.consumer);
+                tracing::warn!(
+                    "{}: cannot read consumer `{}`: {e}",
+                    self.label,
+                    self.consumer
+                );
                 false
             }
         }

@@ -9,11 +9,11 @@ use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::{OperatorComponent, types};
-use super::host_state::MemoryLimiter;
 use super::convert::{self, BatchArg, DecodedOutput, KeyGroupArg, Scratch};
 use super::engine::EPOCH_TICK;
 use super::guest_output::{GuestOutput, Stream};
 use super::host_state::HostState;
+use super::host_state::MemoryLimiter;
 use super::prepare::{PreparedOperator, StateKind};
 use crate::config::{Capability, Limits};
 use crate::runtime::{MapStates, RowTimes};
