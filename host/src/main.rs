@@ -25,8 +25,18 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "weir", version, about)]
 struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one
+    /// object per line, with the operator and other fields) for log collectors.
+    #[arg(long, global = true, env = "WEIR_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -102,8 +112,11 @@ enum Command {
     /// Show what runs in a running pipeline: versions, records, state, refusals.
     Status {
         /// Print JSON instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Refresh every second: records/s per operator, versions, the last checkpoint.
+        #[arg(long)]
+        watch: bool,
         /// The running pipeline's admin address.
         #[arg(long, env = "WEIR_ADMIN", default_value = DEFAULT_ADMIN)]
         admin: SocketAddr,
@@ -174,14 +187,18 @@ enum Lang {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let log = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
-    match run(Cli::parse()) {
+        );
+    match cli.log_format {
+        LogFormat::Text => log.init(),
+        LogFormat::Json => log.json().flatten_event(true).init(),
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -283,7 +300,12 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Status { json, admin } => {
+        Command::Status {
+            json: _,
+            watch: true,
+            admin,
+        } => watch_status(&AdminClient::new(admin)),
+        Command::Status { json, admin, .. } => {
             let client = AdminClient::new(admin);
             let status = client.status()?;
             if json {
@@ -431,6 +453,59 @@ fn print_report(report: &DeployReport) {
 }
 
 /// `weir status` for people: one line per operator, refusals below.
+/// `weir status --watch`: the status table with each operator's rates,
+/// redrawn every second (on a terminal; appended otherwise) until the
+/// pipeline goes away.
+fn watch_status(client: &AdminClient) -> Result<()> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stdout().is_terminal();
+    let mut previous: Option<(std::time::Instant, Vec<OperatorStatus>)> = None;
+    loop {
+        let status = match client.status() {
+            Ok(status) => status,
+            // It ran: it ended. It never answered: say why.
+            Err(_) if previous.is_some() => {
+                println!("the pipeline stopped answering");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let now = std::time::Instant::now();
+        let mut screen = status_table(&status);
+        if let Some((then, before)) = &previous {
+            let seconds = now.duration_since(*then).as_secs_f64().max(1e-3);
+            screen.push('\n');
+            for op in &status {
+                let Some(old) = before.iter().find(|o| o.id == op.id) else {
+                    continue;
+                };
+                let rate = |new: u64, old: u64| new.saturating_sub(old) as f64 / seconds;
+                screen.push_str(&format!(
+                    "{}: {} records/s in, {} records/s out\n",
+                    op.id,
+                    weir::runtime::human(rate(op.records_in, old.records_in)),
+                    weir::runtime::human(rate(op.records_out, old.records_out)),
+                ));
+            }
+        }
+        match client.last_checkpoint()? {
+            Some(c) => screen.push_str(&format!(
+                "last checkpoint: {} in {:.1} ms, {} bytes of state\n",
+                c.id, c.duration_ms, c.state_bytes
+            )),
+            None => screen.push_str("last checkpoint: none yet\n"),
+        }
+        if terminal {
+            print!("\x1b[2J\x1b[H{screen}");
+        } else {
+            println!("{screen}");
+        }
+        std::io::Write::flush(&mut std::io::stdout())?;
+        previous = Some((now, status));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 fn status_table(operators: &[OperatorStatus]) -> String {
     let mut rows = vec![
         [

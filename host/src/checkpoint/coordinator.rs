@@ -85,6 +85,9 @@ pub struct CheckpointStats {
     pub state_bytes: u64,
     /// Its folder.
     pub path: String,
+    /// When it completed, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub completed_unix_ms: u64,
 }
 
 impl Coordinator {
@@ -459,6 +462,9 @@ impl Coordinator {
             duration_ms: pending.started.elapsed().as_secs_f64() * 1e3,
             state_bytes: manifest.files().iter().map(|f| f.bytes).sum(),
             path: final_dir.display().to_string(),
+            completed_unix_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         };
         tracing::info!(
             "checkpoint {id} complete in {:.1} ms ({} bytes of state)",

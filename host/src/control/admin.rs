@@ -8,6 +8,7 @@
 //! | `POST /v1/operators/{id}/rollback` |                 | `DeployReport`            |
 //! | `POST /v1/savepoint`               | folder or empty | `{"path": folder}`        |
 //! | `GET /v1/checkpoint`               |                 | `CheckpointStats` or null |
+//! | `GET /metrics`                     |                 | Prometheus text format    |
 //!
 //! Errors are `{"error": "..."}` with 404 (no such operator) or 409 (the
 //! version was refused; the running one goes on).
@@ -70,6 +71,7 @@ pub fn serve(control: Arc<Control>, address: SocketAddr) -> Result<AdminServer> 
         .route("/v1/operators/{id}/replay", post(replay))
         .route("/v1/savepoint", post(savepoint))
         .route("/v1/checkpoint", get(checkpoint))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .with_state(control);
     let thread = std::thread::Builder::new()
@@ -98,6 +100,17 @@ pub fn serve(control: Arc<Control>, address: SocketAddr) -> Result<AdminServer> 
 
 async fn status(State(control): State<Arc<Control>>) -> Response {
     Json(control.status()).into_response()
+}
+
+async fn metrics(State(control): State<Arc<Control>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        control.metrics(),
+    )
+        .into_response()
 }
 
 async fn checkpoint(State(control): State<Arc<Control>>) -> Response {

@@ -100,6 +100,23 @@ impl AdminClient {
         self.answer(response)
     }
 
+    /// Every figure of the run, in the Prometheus text format (`/metrics`).
+    ///
+    /// # Errors
+    /// When the pipeline cannot be reached.
+    pub fn metrics(&self) -> Result<String> {
+        let url = format!("http://{}/metrics", self.address);
+        let mut response = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| anyhow!("no running pipeline answers on {} ({e})", self.address))?;
+        response
+            .body_mut()
+            .read_to_string()
+            .context("cannot read the admin API's answer")
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}/v1/{path}", self.address)
     }

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod client;
+mod metrics;
 mod replay;
 pub mod watch;
 
@@ -124,6 +125,8 @@ pub struct Control {
     deploy_lock: Mutex<()>,
     /// The run's checkpoints, for savepoints.
     checkpoints: Option<Arc<Coordinator>>,
+    /// The run's counters at its edges, for `/metrics`.
+    run_metrics: Option<Arc<crate::runtime::RunMetrics>>,
 }
 
 /// What the control plane knows of one operator.
@@ -232,7 +235,19 @@ impl Control {
             operators,
             deploy_lock: Mutex::new(()),
             checkpoints,
+            run_metrics: None,
         }
+    }
+
+    /// The same, showing the run's source and sink counters in `/metrics`.
+    pub fn with_run_metrics(mut self, metrics: Arc<crate::runtime::RunMetrics>) -> Self {
+        self.run_metrics = Some(metrics);
+        self
+    }
+
+    /// Every figure of the run in the Prometheus text format.
+    pub fn metrics(&self) -> String {
+        metrics::render(self)
     }
 
     /// Takes a checkpoint now and keeps a copy at `to` (default: under the

@@ -6,13 +6,62 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Records counted at the edges of the pipeline.
-#[derive(Default)]
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
+/// Labels of a figure: `operator`, `worker`, `source`.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Latency histograms by labels.
+pub type Latencies = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Records counted at the edges of the pipeline, and the workers' latency
+/// histograms (one family each, so `/metrics` shows each name once).
 pub struct RunMetrics {
     /// Records read by all sources (bad lines included).
     pub records_in: AtomicU64,
     /// Records written by all sinks.
     pub records_out: AtomicU64,
+    /// Per source, by name.
+    pub sources: Mutex<Vec<(String, Arc<SourceMetrics>)>>,
+    /// Seconds from a worker taking a batch to having sent all it made on.
+    pub batch_seconds: Latencies,
+    /// Seconds spent inside one guest call.
+    pub wasm_seconds: Latencies,
+}
+
+impl Default for RunMetrics {
+    fn default() -> Self {
+        Self {
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            sources: Mutex::default(),
+            batch_seconds: Family::new_with_constructor(latency_histogram),
+            wasm_seconds: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
+impl RunMetrics {
+    /// The counters of source `name`.
+    pub fn source(&self, name: &str) -> Arc<SourceMetrics> {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, counters)) = sources.iter().find(|(n, _)| n == name) {
+            return Arc::clone(counters);
+        }
+        let counters = Arc::new(SourceMetrics::default());
+        sources.push((name.to_owned(), Arc::clone(&counters)));
+        counters
+    }
+}
+
+/// Figures of one source, for `/metrics`.
+#[derive(Default)]
+pub struct SourceMetrics {
+    /// Records it sent on.
+    pub records: AtomicU64,
+    /// Nanoseconds it waited on a full first stage (backpressure).
+    pub blocked_ns: Arc<AtomicU64>,
 }
 
 /// Counters of one operator, across its workers and versions.
@@ -26,6 +75,57 @@ pub struct OperatorMetrics {
     pub state_keys: AtomicI64,
     /// Counters the operator itself maintains (`counter-add`).
     pub counters: Arc<Mutex<HashMap<String, i64>>>,
+    /// Per worker.
+    pub workers: Vec<WorkerMetrics>,
+}
+
+impl OperatorMetrics {
+    /// The counters of operator `id` with `parallelism` workers, whose
+    /// histograms are in `run`'s families.
+    pub fn new(id: &str, parallelism: usize, run: &RunMetrics) -> Self {
+        let workers = (0..parallelism)
+            .map(|index| {
+                let labels: Labels =
+                    vec![("operator", id.to_owned()), ("worker", index.to_string())];
+                WorkerMetrics {
+                    records_in: AtomicU64::new(0),
+                    records_out: AtomicU64::new(0),
+                    dead_letters: AtomicU64::new(0),
+                    watermark: AtomicI64::new(i64::MIN),
+                    blocked_ns: Arc::default(),
+                    batch_seconds: run.batch_seconds.get_or_create(&labels).clone(),
+                    wasm_seconds: run.wasm_seconds.get_or_create(&labels).clone(),
+                }
+            })
+            .collect();
+        Self {
+            workers,
+            ..Self::default()
+        }
+    }
+}
+
+/// Figures of one worker, for `/metrics`.
+pub struct WorkerMetrics {
+    /// Records given to it.
+    pub records_in: AtomicU64,
+    /// Records it emitted, on all outputs.
+    pub records_out: AtomicU64,
+    /// Records (and timers) it sent to the dead-letter output.
+    pub dead_letters: AtomicU64,
+    /// Its event-time watermark (`i64::MIN` before the first).
+    pub watermark: AtomicI64,
+    /// Nanoseconds it waited on full destinations (backpressure).
+    pub blocked_ns: Arc<AtomicU64>,
+    /// Seconds from taking a batch to having sent all it made on.
+    pub batch_seconds: Histogram,
+    /// Seconds spent inside the operator's guest calls for a batch.
+    pub wasm_seconds: Histogram,
+}
+
+/// A latency histogram: buckets from 10 µs to about 2.6 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-5, 4.0, 10))
 }
 
 /// A figure with a K/M suffix, for people.

@@ -6,7 +6,7 @@ mod dead_letter;
 mod failures;
 mod keys;
 mod message;
-mod metrics;
+pub mod metrics;
 mod pipeline;
 mod route;
 mod state;
@@ -18,7 +18,7 @@ pub use dead_letter::{DeadLetter, DeadLetters};
 pub use failures::{Failures, Verdict};
 pub use keys::{KeyGroups, group_rows, partition_of, row_keys};
 pub use message::{END_OF_TIME, Envelope, Message, NOT_AN_INPUT, RowTimes};
-pub use metrics::{OperatorMetrics, Progress, RunMetrics, human};
+pub use metrics::{OperatorMetrics, Progress, RunMetrics, WorkerMetrics, human};
 pub use pipeline::{OperatorReport, RunSummary, Running, run, start};
 pub use route::{CHANNEL_CAPACITY, Route};
 pub use state::{

@@ -247,7 +247,7 @@ pub fn start(
     let operator_metrics: Vec<Arc<OperatorMetrics>> = config
         .operators
         .iter()
-        .map(|_| Arc::new(OperatorMetrics::default()))
+        .map(|op| Arc::new(OperatorMetrics::new(&op.id, op.parallelism, &metrics)))
         .collect();
 
     // Start every worker before any source, so a component that fails to
@@ -336,7 +336,17 @@ pub fn start(
                 dead_letters: Arc::clone(&dead_letters),
                 outputs: outputs
                     .iter()
-                    .map(|(name, route)| (name.clone(), route.from_input(worker_index)))
+                    .map(|(name, route)| {
+                        let blocked = operator_metrics[index]
+                            .workers
+                            .get(worker_index)
+                            .map(|w| Arc::clone(&w.blocked_ns))
+                            .unwrap_or_default();
+                        (
+                            name.clone(),
+                            route.from_input(worker_index).counting_blocked(blocked),
+                        )
+                    })
                     .collect(),
                 stats: Arc::clone(&stats),
                 failures: Arc::clone(&failures),
@@ -377,7 +387,10 @@ pub fn start(
             failures,
         });
     }
-    let control = Arc::new(Control::new(engine.clone(), controls, checkpoints.clone()));
+    let control = Arc::new(
+        Control::new(engine.clone(), controls, checkpoints.clone())
+            .with_run_metrics(Arc::clone(&metrics)),
+    );
     start_clock(
         worker_channels
             .iter()
@@ -404,13 +417,17 @@ pub fn start(
     let progress = Progress::start(Arc::clone(&metrics));
     let mut source_handles = Vec::new();
     for (input, source) in config.sources.iter().enumerate() {
+        let figures = metrics.source(&source.name());
         let context = SourceContext {
             name: source.name().into(),
             input,
             batch_size,
-            route: source_route.from_input(input),
+            route: source_route
+                .from_input(input)
+                .counting_blocked(Arc::clone(&figures.blocked_ns)),
             dead_letters: Arc::clone(&dead_letters),
             metrics: Arc::clone(&metrics),
+            figures: Arc::clone(&figures),
             clock: std::cell::RefCell::new(source.event_time().map(EventClock::new)),
             activity: Arc::default(),
             checkpoints: checkpoints.clone(),

@@ -3,8 +3,10 @@
 
 use anyhow::{Result, anyhow};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
 use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::TrySendError;
 
 use super::keys::{group_rows, partition_of};
 use super::message::{Envelope, Message, NOT_AN_INPUT};
@@ -19,6 +21,9 @@ pub struct Route {
     targets: Vec<Target>,
     /// This sender's input number downstream (source index or worker index).
     from: usize,
+    /// Nanoseconds this sender spent waiting on a full destination
+    /// (backpressure), when counted.
+    blocked: Option<Arc<AtomicU64>>,
 }
 
 impl Default for Route {
@@ -26,6 +31,7 @@ impl Default for Route {
         Self {
             targets: Vec::new(),
             from: NOT_AN_INPUT,
+            blocked: None,
         }
     }
 }
@@ -55,7 +61,15 @@ impl Route {
         Route {
             targets: self.targets.clone(),
             from: input,
+            blocked: None,
         }
+    }
+
+    /// The same route, adding the time it waits on full destinations to
+    /// `blocked` (nanoseconds).
+    pub fn counting_blocked(mut self, blocked: Arc<AtomicU64>) -> Route {
+        self.blocked = Some(blocked);
+        self
     }
 
     /// Adds a sink.
@@ -79,10 +93,11 @@ impl Route {
         let Some((last, rest)) = self.targets.split_last() else {
             return Ok(());
         };
+        let blocked = self.blocked.as_deref();
         for target in rest {
-            target.send(self.from, message.clone())?;
+            target.send(self.from, message.clone(), blocked)?;
         }
-        last.send(self.from, message)
+        last.send(self.from, message, blocked)
     }
 }
 
@@ -132,21 +147,38 @@ fn stopped() -> anyhow::Error {
     anyhow!("a downstream stage stopped")
 }
 
+/// Sends `envelope`, waiting while the destination is full; the wait is
+/// added to `blocked`.
+fn push(sender: &Sender<Envelope>, envelope: Envelope, blocked: Option<&AtomicU64>) -> Result<()> {
+    match sender.try_send(envelope) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Closed(_)) => Err(stopped()),
+        Err(TrySendError::Full(envelope)) => {
+            let started = Instant::now();
+            sender.blocking_send(envelope).map_err(|_| stopped())?;
+            if let Some(blocked) = blocked {
+                blocked.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+    }
+}
+
 impl Target {
-    fn send(&self, input: usize, message: Message) -> Result<()> {
+    fn send(&self, input: usize, message: Message, blocked: Option<&AtomicU64>) -> Result<()> {
         match self {
-            Target::Sink(sender) => sender
-                .blocking_send(Envelope::Batch { input, message })
-                .map_err(|_| stopped()),
+            Target::Sink(sender) => push(sender, Envelope::Batch { input, message }, blocked),
             Target::Workers {
                 senders,
                 key_by,
                 next,
             } => {
                 let to = |worker: usize, message: Message| {
-                    senders[worker]
-                        .blocking_send(Envelope::Batch { input, message })
-                        .map_err(|_| stopped())
+                    push(
+                        &senders[worker],
+                        Envelope::Batch { input, message },
+                        blocked,
+                    )
                 };
                 if senders.len() == 1 {
                     return to(0, message);

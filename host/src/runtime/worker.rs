@@ -16,7 +16,7 @@ use super::dead_letter::{DeadLetter, DeadLetters};
 use super::failures::{Failures, Verdict};
 use super::keys::{KeyGroups, group_rows, row_keys};
 use super::message::{Envelope, Message, RowTimes};
-use super::metrics::OperatorMetrics;
+use super::metrics::{OperatorMetrics, WorkerMetrics};
 use super::route::Route;
 use super::state::{KeyedState, Owner, ValueStates};
 use super::swap::{SwapOrder, SwapReply, VersionStats, migrate_states};
@@ -285,12 +285,21 @@ impl Worker {
     fn handle(&mut self, envelope: Envelope) -> Result<()> {
         match envelope {
             Envelope::Batch { message, .. } => {
+                let started = Instant::now();
                 self.setup
                     .metrics
                     .records_in
                     .fetch_add(message.rows() as u64, Ordering::Relaxed);
+                if let Some(w) = self.worker_metrics() {
+                    w.records_in
+                        .fetch_add(message.rows() as u64, Ordering::Relaxed);
+                }
                 self.process(&message)?;
                 let now = Instant::now();
+                if let Some(w) = self.worker_metrics() {
+                    w.batch_seconds
+                        .observe(now.duration_since(started).as_secs_f64());
+                }
                 if let Some(previous) = self.swapped_at.take() {
                     self.setup.stats.batch_done(previous, now);
                 }
@@ -410,6 +419,9 @@ impl Worker {
         }
         self.previous_watermark = self.watermark;
         self.watermark = watermark;
+        if let Some(w) = self.worker_metrics() {
+            w.watermark.store(watermark, Ordering::Relaxed);
+        }
         self.instance.set_watermark(watermark);
         self.fire_timers(TimeDomain::EventTime, watermark)?;
         for route in self.setup.outputs.values() {
@@ -458,7 +470,11 @@ impl Worker {
                 state: self.state.values.get(key),
             })
             .collect();
+        let started = Instant::now();
         let result = self.instance.on_timer(&fired, &args, &mut self.state.maps);
+        if let Some(w) = self.worker_metrics() {
+            w.wasm_seconds.observe(started.elapsed().as_secs_f64());
+        }
         let mut output = match result {
             Ok(output) if output.rejected.is_empty() => output,
             // As for records: nothing of the call applied; the refused
@@ -673,9 +689,14 @@ impl Worker {
     fn call(&mut self, message: &Message) -> Result<DecodedOutput, CallError> {
         let times = message.times.as_ref();
         if self.instance.kind == StateKind::Stateless {
-            return self
+            let started = Instant::now();
+            let output = self
                 .instance
                 .process(&message.batch, times, &[], &mut self.state.maps);
+            if let Some(w) = self.worker_metrics() {
+                w.wasm_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            return output;
         }
         // Without `key_by` a keyed operator is global: one key, "".
         let KeyGroups { groups, missing } = match &self.setup.key_by {
@@ -702,9 +723,14 @@ impl Worker {
                 state: self.state.values.get(key.as_ref()),
             })
             .collect();
-        let mut output =
-            self.instance
-                .process(&message.batch, times, &args, &mut self.state.maps)?;
+        let started = Instant::now();
+        let output = self
+            .instance
+            .process(&message.batch, times, &args, &mut self.state.maps);
+        if let Some(w) = self.worker_metrics() {
+            w.wasm_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        let mut output = output?;
         if output.rejected.is_empty() {
             let keys: Vec<&str> = groups.iter().map(|(k, _)| k.as_ref()).collect();
             self.apply_keyed_effects(&keys, &mut output)
@@ -756,6 +782,10 @@ impl Worker {
                 .metrics
                 .records_out
                 .fetch_add(origins.len() as u64, Ordering::Relaxed);
+            if let Some(w) = self.worker_metrics() {
+                w.records_out
+                    .fetch_add(origins.len() as u64, Ordering::Relaxed);
+            }
             let Some(route) = self.setup.outputs.get(&name) else {
                 continue;
             };
@@ -771,6 +801,9 @@ impl Worker {
     }
 
     fn dead_letter_timer(&self, time: i64, key: &str, reason: &str) -> Result<()> {
+        if let Some(w) = self.worker_metrics() {
+            w.dead_letters.fetch_add(1, Ordering::Relaxed);
+        }
         let raw = serde_json::json!({ "timer": time, "key": key }).to_string();
         self.setup.dead_letters.send(&DeadLetter {
             source: "timers",
@@ -787,6 +820,9 @@ impl Worker {
     }
 
     fn dead_letter_row(&self, message: &Message, row: usize, reason: &str) -> Result<()> {
+        if let Some(w) = self.worker_metrics() {
+            w.dead_letters.fetch_add(1, Ordering::Relaxed);
+        }
         let raw = row_to_json(&message.batch, row);
         self.setup.dead_letters.send(&DeadLetter {
             source: &message.source,
@@ -843,6 +879,10 @@ impl Worker {
         self.instance = new_instance(&self.setup)?;
         self.instance.set_watermark(self.watermark);
         Ok(())
+    }
+
+    fn worker_metrics(&self) -> Option<&WorkerMetrics> {
+        self.setup.metrics.workers.get(self.setup.index)
     }
 
     fn label(&self) -> String {

@@ -38,6 +38,7 @@ pub(crate) struct SinkSetup {
     /// (what [`Sink::barrier`] returned then).
     pub(crate) restore: Option<(u64, u64)>,
     /// Where records the sink cannot write go.
+    #[allow(dead_code)] // the first sinks that refuse records are on their way
     pub(crate) dead_letters: Arc<DeadLetters>,
     pub(crate) metrics: Arc<RunMetrics>,
 }

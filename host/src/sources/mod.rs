@@ -31,6 +31,8 @@ pub(crate) struct SourceContext {
     pub(crate) route: Route,
     pub(crate) dead_letters: Arc<DeadLetters>,
     pub(crate) metrics: Arc<RunMetrics>,
+    /// Its figures for `/metrics`.
+    pub(crate) figures: Arc<crate::runtime::metrics::SourceMetrics>,
     pub(crate) clock: RefCell<Option<EventClock>>,
     /// When the source last sent records, for its idleness watchdog.
     pub(crate) activity: Arc<Activity>,
@@ -124,6 +126,9 @@ impl SourceContext {
         self.activity.touch();
         let mut clock = self.clock.borrow_mut();
         let Some(clock) = clock.as_mut() else {
+            self.figures
+                .records
+                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
             return self.route.send(Message {
                 batch,
                 source: Arc::clone(&self.name),
@@ -161,6 +166,9 @@ impl SourceContext {
             message = message.take(&keep)?;
         }
         message.times = Some(Arc::new(times));
+        self.figures
+            .records
+            .fetch_add(message.rows() as u64, Ordering::Relaxed);
         self.route.send(message)?;
         match clock.advance() {
             Some(watermark) => self.route.send_watermark(self.input, watermark),
