@@ -9,11 +9,14 @@
 //! The checkpoint keeps the stream sequence of the last message sent on
 //! ([`Position::Nats`]). Every start deletes and recreates the durable
 //! consumer at the sequence to read next, because JetStream cannot move an
-//! existing consumer: after a restore from a checkpoint that is its sequence
-//! + 1 (`DeliverPolicy::ByStartSequence`), whatever the consumer had acked;
-//! without one it is where the consumer's acks had reached (its ack floor +
-//! 1), or the stream's start for a new consumer. The checkpoint, not the
-//! acks, is what a restore trusts: exactly-once follows from it.
+//! existing consumer: after a restore from a checkpoint that is the one
+//! after its sequence (`DeliverPolicy::ByStartSequence`), whatever the
+//! consumer had acked; without one it is the one after the consumer's ack
+//! floor, or the stream's start for a new consumer. The checkpoint, not the
+//! acks, is what a restore trusts: exactly-once follows from it. Messages
+//! lost on the way (a cut connection: a jump in the delivery sequence, or
+//! messages the server delivered that never came) make the source recreate
+//! the consumer after the last message it took.
 //!
 //! Messages are acked only once the checkpoint covering them is complete:
 //! the consumer acks cumulatively (`AckPolicy::All`), so one ack of the last
