@@ -387,6 +387,10 @@ pub enum SinkConfig {
         #[serde(default)]
         from: Option<String>,
     },
+    /// A PostgreSQL table, upserted or appended to.
+    Postgres(crate::sinks::PostgresSinkConfig),
+    /// Parquet files in a folder, partitioned by a field.
+    Parquet(crate::sinks::ParquetSinkConfig),
     /// A subject of a NATS JetStream stream, one JSON record per message.
     Nats(crate::sinks::nats::NatsSinkConfig),
 }
@@ -400,6 +404,8 @@ impl SinkConfig {
             SinkConfig::Jsonl { from, .. }
             | SinkConfig::Stdout { from }
             | SinkConfig::Blackhole { from } => from.as_deref(),
+            SinkConfig::Postgres(config) => config.from.as_deref(),
+            SinkConfig::Parquet(config) => config.from.as_deref(),
             SinkConfig::Nats(nats) => nats.from.as_deref(),
         }
     }

@@ -9,6 +9,8 @@ mod metrics;
 mod nats;
 mod nexmark;
 mod no_trace;
+mod parquet;
+mod postgres;
 mod recovery;
 mod refusals;
 mod sandbox;

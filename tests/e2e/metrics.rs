@@ -223,3 +223,50 @@ fn status_watch_shows_rates_until_the_pipeline_ends() {
     assert!(seen.contains("sales: "), "{seen}");
     assert!(rest.contains("the pipeline stopped answering"), "{rest}");
 }
+
+#[test]
+fn the_progress_line_on_a_terminal_shows_the_share_read_and_the_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    // Records that each run into the call timeout keep the run going for
+    // seconds, long enough for the progress line.
+    let input: String = (0..8)
+        .map(|i| {
+            format!(
+                "{{\"id\":{i},\"action\":\"loop\",\"ts\":{}}}\n",
+                1_700_000_000_000i64 + i
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("in.jsonl"), input).unwrap();
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "batch_size = 1\n\
+             [[source]]\ntype = \"jsonl\"\npath = \"in.jsonl\"\n\
+             event_time = {{ field = \"ts\", watermark_delay = \"0s\" }}\n\n\
+             [[operator]]\nid = \"hostile\"\ncrate = \"{}\"\n\
+             limits = {{ call_timeout = \"300ms\" }}\n\n\
+             [[sink]]\ntype = \"jsonl\"\npath = \"out.jsonl\"\n\n\
+             [dead_letter]\npath = \"dead.jsonl\"\n",
+            s(&repo().join("tests/fixtures/hostile"))
+        ),
+    )
+    .unwrap();
+    // `script` gives the run a terminal.
+    let command = format!("{} run {}", env!("CARGO_BIN_EXE_weir"), s(&pipeline));
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("script runs");
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{screen}");
+    assert!(screen.contains("% read"), "{screen}");
+    assert!(
+        screen.contains("watermark 2023-11-14T22:13:20Z"),
+        "{screen}"
+    );
+    // Without a terminal, no progress line.
+    let plain = weir().args(["run", s(&pipeline)]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("% read"));
+}

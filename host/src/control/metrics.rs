@@ -26,6 +26,8 @@ struct Families {
     operator_dead_letters: Family<Labels, Counter>,
     operator_blocked: Family<Labels, Counter<f64, AtomicU64>>,
     source_blocked: Family<Labels, Counter<f64, AtomicU64>>,
+    source_bytes: Family<Labels, Counter>,
+    source_watermark: Family<Labels, Gauge>,
     operator_watermark: Family<Labels, Gauge>,
     operator_watermark_lag: Family<Labels, Gauge<f64, AtomicU64>>,
     operator_version: Family<Labels, Gauge>,
@@ -98,6 +100,13 @@ pub fn render(control: &Control) -> String {
             f.source_records
                 .get_or_create(&labels)
                 .inc_by(figures.records.load(Ordering::Relaxed));
+            f.source_bytes
+                .get_or_create(&labels)
+                .inc_by(figures.bytes_read.load(Ordering::Relaxed));
+            let watermark = figures.watermark.load(Ordering::Relaxed);
+            if watermark > i64::MIN && watermark < crate::runtime::END_OF_TIME {
+                f.source_watermark.get_or_create(&labels).set(watermark);
+            }
             f.source_blocked
                 .get_or_create(&labels)
                 .inc_by(figures.blocked_ns.load(Ordering::Relaxed) as f64 / 1e9);
@@ -142,6 +151,16 @@ fn register_families(registry: &mut Registry, f: Families) {
         "operator_backpressure_seconds",
         "Seconds a worker waited on full destinations",
         f.operator_blocked,
+    );
+    registry.register(
+        "source_bytes_read",
+        "Bytes of input a file source read",
+        f.source_bytes,
+    );
+    registry.register(
+        "source_watermark_milliseconds",
+        "The last watermark a source sent (epoch milliseconds)",
+        f.source_watermark,
     );
     registry.register(
         "source_backpressure_seconds",

@@ -16,11 +16,15 @@ pub struct ReplayReport {
     pub operator: String,
     /// Its dead letters sent to it again.
     pub replayed: usize,
-    /// Entries of other operators, and bad lines of sources, left alone.
+    /// Entries of other operators, refused timers and bad lines of sources,
+    /// left alone.
     pub skipped: usize,
     /// Lines that are no dead-letter entry, or whose record is no JSON object.
     pub unreadable: usize,
 }
+
+/// The source a dead-lettered timer names.
+const TIMERS: &str = "timers";
 
 /// One dead-letter entry, as `DeadLetter` writes it.
 #[derive(Deserialize)]
@@ -55,7 +59,8 @@ impl Control {
                 report.unreadable += 1;
                 continue;
             };
-            if entry.operator.as_deref() != Some(id) {
+            // A refused timer is no record: it cannot be fed in again.
+            if entry.operator.as_deref() != Some(id) || entry.source == TIMERS {
                 report.skipped += 1;
                 continue;
             }

@@ -43,6 +43,40 @@ impl Default for RunMetrics {
 }
 
 impl RunMetrics {
+    /// What the sources have read of their files and their watermark, for
+    /// the progress line: `, 37% read, watermark 2026-12-07T10:00:00Z`.
+    fn source_progress(&self) -> String {
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut read, mut total) = (0u64, 0u64);
+        let mut watermark: Option<i64> = None;
+        for (_, figures) in sources.iter() {
+            let size = figures.bytes_total.load(Ordering::Relaxed);
+            if size > 0 {
+                total += size;
+                read += figures.bytes_read.load(Ordering::Relaxed).min(size);
+            }
+            let w = figures.watermark.load(Ordering::Relaxed);
+            if w > i64::MIN {
+                watermark = Some(watermark.map_or(w, |m| m.min(w)));
+            }
+        }
+        let mut line = String::new();
+        if total > 0 {
+            line.push_str(&format!(
+                ", {:.0}% read",
+                read as f64 * 100.0 / total as f64
+            ));
+        }
+        if let Some(ms) = watermark.and_then(|w| u64::try_from(w).ok()) {
+            let at = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+            line.push_str(&format!(
+                ", watermark {}",
+                humantime::format_rfc3339_seconds(at)
+            ));
+        }
+        line
+    }
+
     /// The counters of source `name`.
     pub fn source(&self, name: &str) -> Arc<SourceMetrics> {
         let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
@@ -55,13 +89,30 @@ impl RunMetrics {
     }
 }
 
-/// Figures of one source, for `/metrics`.
-#[derive(Default)]
+/// Figures of one source, for `/metrics` and the progress line.
 pub struct SourceMetrics {
     /// Records it sent on.
     pub records: AtomicU64,
+    /// Bytes of input read (files).
+    pub bytes_read: AtomicU64,
+    /// Bytes of input in all, when known (files); 0 when not.
+    pub bytes_total: AtomicU64,
+    /// The last watermark it sent (`i64::MIN` before the first).
+    pub watermark: AtomicI64,
     /// Nanoseconds it waited on a full first stage (backpressure).
     pub blocked_ns: Arc<AtomicU64>,
+}
+
+impl Default for SourceMetrics {
+    fn default() -> Self {
+        Self {
+            records: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+            blocked_ns: Arc::default(),
+        }
+    }
 }
 
 /// Counters of one operator, across its workers and versions.
@@ -164,10 +215,11 @@ impl Progress {
                     let records_in = metrics.records_in.load(Ordering::Relaxed);
                     let records_out = metrics.records_out.load(Ordering::Relaxed);
                     eprint!(
-                        "\r\x1b[2Kweir: {} in, {} out, {} records/s",
+                        "\r\x1b[2Kweir: {} in, {} out, {} records/s{}",
                         human(records_in as f64),
                         human(records_out as f64),
-                        human(records_in as f64 / elapsed.as_secs_f64())
+                        human(records_in as f64 / elapsed.as_secs_f64()),
+                        metrics.source_progress()
                     );
                     printed = true;
                 }

@@ -488,6 +488,10 @@ fn expected(pipeline: &Pipeline) -> Expected {
                 crate::config::SinkConfig::Jsonl { path, .. } => {
                     pipeline.resolve(path).display().to_string()
                 }
+                crate::config::SinkConfig::Postgres(config) => config.describe(),
+                crate::config::SinkConfig::Parquet(config) => {
+                    pipeline.resolve(&config.path).display().to_string()
+                }
                 _ => String::new(),
             })
             .collect(),

@@ -8,13 +8,20 @@
 //! visible ([`Sink::commit`]). A restart from checkpoint k commits what was
 //! pending up to k and drops what came after, so the output ends exactly as
 //! an uninterrupted run's. One file per kind of sink: [`file`] (exactly-once
-//! through [`parts`]), [`nats`] (exactly-once by message ids JetStream
-//! deduplicates), standard output (at-least-once: what was printed
-//! stays printed) and a blackhole for benchmarks.
+//! through [`parts`]), standard output (at-least-once: what was printed
+//! stays printed), [`postgres`] (a table upserted or appended to in one
+//! transaction per checkpoint), [`parquet`] (files renamed into place),
+//! [`nats`] (exactly-once by message ids JetStream deduplicates) and a
+//! blackhole for benchmarks.
 
 mod file;
 pub mod nats;
+mod parquet;
 mod parts;
+mod postgres;
+
+pub use parquet::ParquetSinkConfig;
+pub use postgres::{PostgresSinkConfig, WriteMode};
 
 use anyhow::Result;
 use std::sync::Arc;
@@ -103,6 +110,19 @@ pub(crate) fn spawn(
         )?),
         SinkConfig::Stdout { .. } => Box::new(file::StdoutSink::new()),
         SinkConfig::Blackhole { .. } => Box::new(Blackhole),
+        SinkConfig::Parquet(config) => Box::new(parquet::ParquetSink::open(
+            config,
+            &pipeline.resolve(&config.path),
+            setup.checkpoints.is_some(),
+            setup.restore,
+        )?),
+        SinkConfig::Postgres(config) => Box::new(postgres::PostgresSink::open(
+            config,
+            setup.checkpoints.as_deref(),
+            setup.index,
+            setup.restore,
+            Arc::clone(&setup.dead_letters),
+        )?),
         SinkConfig::Nats(nats) => Box::new(nats::NatsSink::open(nats, &setup)?),
     };
     let handle = std::thread::Builder::new()

@@ -124,12 +124,14 @@ pub(super) fn read<R: Read>(
             flush(&text, &lines, format, header.as_deref(), context)?;
             text.clear();
             lines.clear();
+            context.figures.bytes_read.store(offset, Ordering::Relaxed);
             context.barrier_point(|| position(offset, line_no, &header))?;
         }
     }
     if !lines.is_empty() {
         flush(&text, &lines, format, header.as_deref(), context)?;
     }
+    context.figures.bytes_read.store(offset, Ordering::Relaxed);
     Ok(position(offset, line_no, &header))
 }
 

@@ -171,7 +171,10 @@ impl SourceContext {
             .fetch_add(message.rows() as u64, Ordering::Relaxed);
         self.route.send(message)?;
         match clock.advance() {
-            Some(watermark) => self.route.send_watermark(self.input, watermark),
+            Some(watermark) => {
+                self.figures.watermark.store(watermark, Ordering::Relaxed);
+                self.route.send_watermark(self.input, watermark)
+            }
             None => Ok(()),
         }
     }
@@ -204,6 +207,12 @@ pub(crate) fn spawn(
             };
             let mut file = std::fs::File::open(&path)
                 .with_context(|| format!("source `{name}`: cannot open `{}`", path.display()))?;
+            if let Ok(meta) = file.metadata() {
+                context
+                    .figures
+                    .bytes_total
+                    .store(meta.len(), Ordering::Relaxed);
+            }
             let start = match context.restore.as_ref().map(|r| &r.position) {
                 Some(Position::File {
                     offset,
