@@ -117,6 +117,8 @@ pub enum SourceConfig {
         #[serde(default = "nexmark_rate")]
         rate: u64,
     },
+    /// A NATS JetStream stream, read through a durable pull consumer.
+    Nats(crate::sources::nats::NatsSourceConfig),
 }
 
 /// Where a source's records keep their event time, and how late they may
@@ -153,6 +155,7 @@ impl SourceConfig {
             SourceConfig::Csv { .. } => "csv",
             SourceConfig::Stdin { .. } => "stdin",
             SourceConfig::Nexmark { .. } => "nexmark",
+            SourceConfig::Nats(_) => "nats",
         }
     }
 
@@ -163,6 +166,7 @@ impl SourceConfig {
             | SourceConfig::Csv { event_time, .. }
             | SourceConfig::Stdin { event_time, .. }
             | SourceConfig::Nexmark { event_time, .. } => event_time.as_ref(),
+            SourceConfig::Nats(nats) => nats.event_time.as_ref(),
         }
     }
 
@@ -173,6 +177,7 @@ impl SourceConfig {
             | SourceConfig::Csv { name, .. }
             | SourceConfig::Stdin { name, .. }
             | SourceConfig::Nexmark { name, .. } => name,
+            SourceConfig::Nats(nats) => &nats.name,
         };
         name.clone().unwrap_or_else(|| self.type_name().to_owned())
     }
@@ -386,6 +391,8 @@ pub enum SinkConfig {
     Postgres(crate::sinks::PostgresSinkConfig),
     /// Parquet files in a folder, partitioned by a field.
     Parquet(crate::sinks::ParquetSinkConfig),
+    /// A subject of a NATS JetStream stream, one JSON record per message.
+    Nats(crate::sinks::nats::NatsSinkConfig),
 }
 
 impl SinkConfig {
@@ -399,6 +406,7 @@ impl SinkConfig {
             | SinkConfig::Blackhole { from } => from.as_deref(),
             SinkConfig::Postgres(config) => config.from.as_deref(),
             SinkConfig::Parquet(config) => config.from.as_deref(),
+            SinkConfig::Nats(nats) => nats.from.as_deref(),
         }
     }
 }
@@ -610,6 +618,7 @@ impl Pipeline {
             SourceConfig::Jsonl { name, .. } | SourceConfig::Nexmark { name, .. } => {
                 (name.clone(), Format::Jsonl)
             }
+            SourceConfig::Nats(nats) => (nats.name.clone(), nats.format),
         };
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         *source = match (input.to_str() == Some("-"), format) {
@@ -641,7 +650,7 @@ impl Pipeline {
             .config
             .sinks
             .iter_mut()
-            .filter(|s| !matches!(s, SinkConfig::Blackhole { .. }))
+            .filter(|s| matches!(s, SinkConfig::Jsonl { .. } | SinkConfig::Stdout { .. }))
             .collect();
         let [sink] = <[&mut SinkConfig; 1]>::try_from(files).map_err(|f| {
             anyhow::anyhow!(

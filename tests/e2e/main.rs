@@ -6,6 +6,7 @@ mod conformance;
 mod examples;
 mod hot_swap;
 mod metrics;
+mod nats;
 mod nexmark;
 mod no_trace;
 mod parquet;

@@ -125,6 +125,11 @@ impl Coordinator {
         })
     }
 
+    /// The time between checkpoints.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// The checkpoint folder.
     pub fn dir(&self) -> &Path {
         &self.dir

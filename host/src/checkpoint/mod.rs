@@ -46,6 +46,13 @@ pub enum Position {
         /// Events generated.
         events: u64,
     },
+    /// A NATS JetStream stream: the sequence of the last message read.
+    Nats {
+        /// The stream's name.
+        stream: String,
+        /// The stream sequence of the last message sent on (0: none yet).
+        sequence: u64,
+    },
 }
 
 /// A source's part of a checkpoint.

@@ -10,10 +10,12 @@
 //! an uninterrupted run's. One file per kind of sink: [`file`] (exactly-once
 //! through [`parts`]), standard output (at-least-once: what was printed
 //! stays printed), [`postgres`] (a table upserted or appended to in one
-//! transaction per checkpoint), [`parquet`] (files renamed into place) and a
+//! transaction per checkpoint), [`parquet`] (files renamed into place),
+//! [`nats`] (exactly-once by message ids JetStream deduplicates) and a
 //! blackhole for benchmarks.
 
 mod file;
+pub mod nats;
 mod parquet;
 mod parts;
 mod postgres;
@@ -120,6 +122,7 @@ pub(crate) fn spawn(
             setup.restore,
             Arc::clone(&setup.dead_letters),
         )?),
+        SinkConfig::Nats(nats) => Box::new(nats::NatsSink::open(nats, &setup)?),
     };
     let handle = std::thread::Builder::new()
         .name(format!("sink-{}", setup.index))

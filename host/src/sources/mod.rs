@@ -4,6 +4,7 @@
 
 mod event_time;
 mod file;
+pub mod nats;
 pub mod nexmark;
 
 use anyhow::{Context, Result};
@@ -252,6 +253,11 @@ pub(crate) fn spawn(
                 start_time_ms: NEXMARK_START_TIME_MS,
             };
             thread.spawn(move || finish(&context, |c| generate(&config, c)))?
+        }
+        SourceConfig::Nats(nats) => {
+            let position = context.restore.as_ref().map(|r| &r.position);
+            let source = nats::NatsSource::open(nats, &name, position)?;
+            thread.spawn(move || finish(&context, |c| source.read(c)))?
         }
     };
     Ok(handle)
