@@ -167,6 +167,9 @@ pub fn reminders_on_the_wall_clock(field: &str, operator: &Path) -> Vec<String> 
         ),
     )
     .unwrap();
+    // Built first, so the wait below covers the run alone, not a C or
+    // Python build on a loaded machine.
+    run_ok(&["build", s(&pipeline)]);
     let mut child = weir()
         .args(["run", s(&pipeline)])
         .stdin(std::process::Stdio::piped())
@@ -178,7 +181,8 @@ pub fn reminders_on_the_wall_clock(field: &str, operator: &Path) -> Vec<String> 
         .write_all(b"{\"key\":\"a\"}\n{\"key\":\"b\"}\n{\"key\":\"a\"}\n")
         .unwrap();
     stdin.flush().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    // Only a guard against a hang: a reminder is due within seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     let (want_a, want_b) = (r#"{"key":"a","notes":2}"#, r#"{"key":"b","notes":1}"#);
     let lines = loop {
         let text = std::fs::read_to_string(&out).unwrap_or_default();

@@ -255,21 +255,22 @@ fn zig_cc(dir: &Path) -> Tool {
 /// # Errors
 /// When `rustc` cannot be run, or the target is missing and rustup is
 /// absent or fails.
-pub fn rust_target(crate_dir: &Path) -> Result<()> {
-    let has_target = |dir: &Path| -> Result<bool> {
-        Ok(rust_sysroot(dir)?
+pub fn rust_target(crate_dir: &Path) -> Result<PathBuf> {
+    let sysroot = rust_sysroot(crate_dir)?;
+    let has_target = || {
+        sysroot
             .join("lib")
             .join("rustlib")
             .join(RUST_TARGET)
             .join("lib")
-            .is_dir())
+            .is_dir()
     };
-    if has_target(crate_dir)? {
-        return Ok(());
+    if has_target() {
+        return Ok(sysroot);
     }
     let _lock = lock(&toolchains_dir()?, &format!("rust-target-{RUST_TARGET}"))?;
-    if has_target(crate_dir)? {
-        return Ok(());
+    if has_target() {
+        return Ok(sysroot);
     }
     eprintln!(
         "weir: adding the Rust target `{RUST_TARGET}` (`rustup target add {RUST_TARGET}`), once"
@@ -288,7 +289,7 @@ pub fn rust_target(crate_dir: &Path) -> Result<()> {
         "weir: added `{RUST_TARGET}` in {:.1} s",
         start.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(sysroot)
 }
 
 /// The sysroot of the `rustc` that builds in `dir` (rustup picks it from the

@@ -4,8 +4,11 @@
 //! with the SDK and WIT that `weir` carries. The tools come from
 //! [`crate::toolchain`], which installs them on first use.
 //!
-//! Cargo decides what is stale (the crate, the SDK, any dependency), so a
-//! fresh component costs one no-op `cargo build` (a fraction of a second).
+//! Cargo decides what is stale (the crate, the SDK, any dependency). A
+//! record of each build ([`fresh`]) lets a run of an unchanged crate skip
+//! even cargo's no-op check.
+
+mod fresh;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -36,6 +39,9 @@ const GUEST_PROFILE: [&str; 4] = [
 /// When the crate has no readable `Cargo.toml`, the target cannot be added,
 /// or cargo fails.
 pub fn build_crate(crate_dir: &Path) -> Result<PathBuf> {
+    if let Some(wasm) = fresh::fresh_component(crate_dir) {
+        return Ok(wasm);
+    }
     let manifest = crate_dir.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest)
         .with_context(|| format!("cannot read `{}`", manifest.display()))?;
@@ -48,8 +54,8 @@ pub fn build_crate(crate_dir: &Path) -> Result<PathBuf> {
     else {
         bail!("`{}` has no `package.name`", manifest.display());
     };
-    crate::toolchain::rust_target(crate_dir)?;
-    let target_dir = target_dir(&manifest)?;
+    let sysroot = crate::toolchain::rust_target(crate_dir)?;
+    let (target_dir, workspace) = target_and_workspace(&manifest)?;
     let wasm = target_dir
         .join(GUEST_TARGET)
         .join("release")
@@ -72,6 +78,7 @@ pub fn build_crate(crate_dir: &Path) -> Result<PathBuf> {
             wasm.display()
         );
     }
+    fresh::record_build(crate_dir, &wasm, &sysroot, &workspace);
     Ok(wasm)
 }
 
@@ -79,8 +86,9 @@ fn cargo() -> std::ffi::OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
-/// The target folder cargo uses for this manifest (a workspace's, if any).
-fn target_dir(manifest: &Path) -> Result<PathBuf> {
+/// The target folder cargo uses for this manifest (a workspace's, if any),
+/// and the workspace's root folder.
+fn target_and_workspace(manifest: &Path) -> Result<(PathBuf, PathBuf)> {
     let output = Command::new(cargo())
         .args([
             "metadata",
@@ -103,11 +111,14 @@ fn target_dir(manifest: &Path) -> Result<PathBuf> {
     }
     let metadata: serde_json::Value =
         serde_json::from_slice(&output.stdout).context("`cargo metadata` printed invalid JSON")?;
-    metadata
-        .get("target_directory")
-        .and_then(|t| t.as_str())
-        .map(PathBuf::from)
-        .context("`cargo metadata` gave no target directory")
+    let folder = |key: &str| {
+        metadata
+            .get(key)
+            .and_then(|t| t.as_str())
+            .map(PathBuf::from)
+            .with_context(|| format!("`cargo metadata` gave no `{key}`"))
+    };
+    Ok((folder("target_directory")?, folder("workspace_root")?))
 }
 
 /// The language of an operator project folder.
@@ -166,33 +177,33 @@ pub fn build_operator(dir: &Path) -> Result<PathBuf> {
 
 /// The WIT package, written beside a Python or JavaScript build.
 const WIT_FILES: [(&str, &str); 4] = [
-    ("host.wit", include_str!("../../wit/host.wit")),
-    ("operator.wit", include_str!("../../wit/operator.wit")),
-    ("types.wit", include_str!("../../wit/types.wit")),
-    ("world.wit", include_str!("../../wit/world.wit")),
+    ("host.wit", include_str!("../../../wit/host.wit")),
+    ("operator.wit", include_str!("../../../wit/operator.wit")),
+    ("types.wit", include_str!("../../../wit/types.wit")),
+    ("world.wit", include_str!("../../../wit/world.wit")),
 ];
 
 /// The Python SDK, compiled into `weir` so a build needs no checkout.
 const PYTHON_SDK: [(&str, &str); 5] = [
     (
         "weir_operator/__init__.py",
-        include_str!("../../guest-sdk/python/weir_operator/__init__.py"),
+        include_str!("../../../guest-sdk/python/weir_operator/__init__.py"),
     ),
     (
         "weir_operator/_columns.py",
-        include_str!("../../guest-sdk/python/weir_operator/_columns.py"),
+        include_str!("../../../guest-sdk/python/weir_operator/_columns.py"),
     ),
     (
         "weir_operator/_runtime.py",
-        include_str!("../../guest-sdk/python/weir_operator/_runtime.py"),
+        include_str!("../../../guest-sdk/python/weir_operator/_runtime.py"),
     ),
     (
         "weir_operator/testing.py",
-        include_str!("../../guest-sdk/python/weir_operator/testing.py"),
+        include_str!("../../../guest-sdk/python/weir_operator/testing.py"),
     ),
     (
         "weir_operator/_component.py",
-        include_str!("../../guest-sdk/python/weir_operator/_component.py"),
+        include_str!("../../../guest-sdk/python/weir_operator/_component.py"),
     ),
 ];
 
@@ -204,7 +215,7 @@ const PYTHON_ENTRY: &str = "import app  # noqa: F401  (declares the operator)\n\
 /// The JavaScript SDK, compiled into `weir` like the Python one.
 const JS_SDK: [(&str, &str); 1] = [(
     "weir-operator.js",
-    include_str!("../../guest-sdk/js/weir-operator.js"),
+    include_str!("../../../guest-sdk/js/weir-operator.js"),
 )];
 
 /// Where a Python or JavaScript build writes its files, inside the project.
@@ -350,23 +361,23 @@ const JS_ENTRY: &str = "import \"./app.js\";\nexport { operator } from \"../weir
 const C_SDK: [(&str, &str); 5] = [
     (
         "sdk/weir_operator.h",
-        include_str!("../../guest-sdk/c/weir_operator.h"),
+        include_str!("../../../guest-sdk/c/weir_operator.h"),
     ),
     (
         "sdk/weir_operator.c",
-        include_str!("../../guest-sdk/c/weir_operator.c"),
+        include_str!("../../../guest-sdk/c/weir_operator.c"),
     ),
     (
         "sdk/yyjson.h",
-        include_str!("../../guest-sdk/c/vendor/yyjson.h"),
+        include_str!("../../../guest-sdk/c/vendor/yyjson.h"),
     ),
     (
         "sdk/yyjson.c",
-        include_str!("../../guest-sdk/c/vendor/yyjson.c"),
+        include_str!("../../../guest-sdk/c/vendor/yyjson.c"),
     ),
     (
         "sdk/yyjson-LICENSE",
-        include_str!("../../guest-sdk/c/vendor/yyjson-LICENSE"),
+        include_str!("../../../guest-sdk/c/vendor/yyjson-LICENSE"),
     ),
 ];
 
