@@ -76,6 +76,11 @@ pub enum SourceConfig {
         event_time: Option<EventTimeConfig>,
         /// The file, relative to the pipeline file.
         path: PathBuf,
+        /// Read at most this many records per second of wall time (default:
+        /// as fast as it can): replays a file as a live feed, for dashboards,
+        /// demos and tests of a running pipeline.
+        #[serde(default)]
+        records_per_second: Option<u64>,
     },
     /// A CSV file whose first line is the header.
     Csv {
@@ -87,6 +92,11 @@ pub enum SourceConfig {
         event_time: Option<EventTimeConfig>,
         /// The file, relative to the pipeline file.
         path: PathBuf,
+        /// Read at most this many records per second of wall time (default:
+        /// as fast as it can): replays a file as a live feed, for dashboards,
+        /// demos and tests of a running pipeline.
+        #[serde(default)]
+        records_per_second: Option<u64>,
     },
     /// Standard input, as JSON Lines or CSV.
     Stdin {
@@ -116,6 +126,11 @@ pub enum SourceConfig {
         /// Events per second of event time (default 10,000).
         #[serde(default = "nexmark_rate")]
         rate: u64,
+        /// Read at most this many records per second of wall time (default:
+        /// as fast as it can): replays a file as a live feed, for dashboards,
+        /// demos and tests of a running pipeline.
+        #[serde(default)]
+        records_per_second: Option<u64>,
     },
     /// A NATS JetStream stream, read through a durable pull consumer.
     Nats(crate::sources::nats::NatsSourceConfig),
@@ -171,6 +186,24 @@ impl SourceConfig {
             | SourceConfig::Nexmark { event_time, .. } => event_time.as_ref(),
             SourceConfig::Nats(nats) => nats.event_time.as_ref(),
             SourceConfig::Kafka(kafka) => kafka.event_time.as_ref(),
+        }
+    }
+
+    /// The pace the source is held to, if it has one.
+    pub fn records_per_second(&self) -> Option<u64> {
+        match self {
+            SourceConfig::Jsonl {
+                records_per_second, ..
+            }
+            | SourceConfig::Csv {
+                records_per_second, ..
+            }
+            | SourceConfig::Nexmark {
+                records_per_second, ..
+            } => *records_per_second,
+            SourceConfig::Nats(nats) => nats.records_per_second,
+            SourceConfig::Kafka(kafka) => kafka.records_per_second,
+            SourceConfig::Stdin { .. } => None,
         }
     }
 
@@ -628,6 +661,7 @@ impl Pipeline {
         };
         let source = &mut sources[index];
         let event_time = source.event_time().cloned();
+        let records_per_second = source.records_per_second();
         let (name, format) = match source {
             SourceConfig::Csv { name, .. } => (name.clone(), Format::Csv),
             SourceConfig::Stdin { name, format, .. } => (name.clone(), *format),
@@ -648,11 +682,13 @@ impl Pipeline {
                 name,
                 event_time,
                 path: cwd.join(input),
+                records_per_second,
             },
             (false, Format::Csv) => SourceConfig::Csv {
                 name,
                 event_time,
                 path: cwd.join(input),
+                records_per_second,
             },
         };
         Ok(())

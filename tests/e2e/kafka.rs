@@ -634,9 +634,14 @@ fn exactly_once_delivery_is_refused_with_the_reason() {
     );
 }
 
-/// Orders per SIGKILL test: read one record per batch, they take a couple
-/// of seconds, so that kills land mid-run.
-const KILLED_ORDERS: usize = 40_000;
+/// Records per SIGKILL test, read one per batch.
+const KILLED_ORDERS: usize = 12_000;
+
+/// The pace of a SIGKILL test's source: reading all its records takes 4 s
+/// on any machine, so the kills land mid-way.
+fn killed_pace() -> String {
+    format!("records_per_second = {}", KILLED_ORDERS / 4)
+}
 
 /// The sales-by-product lines of `file`, grouped by product in their order:
 /// the per-product changelog, which does not depend on how partitions
@@ -663,7 +668,7 @@ fn kafka_to_sales_by_product_killed_at_random_moments_ends_as_an_uninterrupted_r
             "batch_size = 1\ncheckpoint_interval = \"50ms\"\ncheckpoint_dir = \"ck-{out}\"\n{}\
              [[operator]]\nid = \"sales\"\ncrate = \"{}\"\nkey_by = \"product\"\n\
              [[sink]]\ntype = \"jsonl\"\npath = \"{out}.jsonl\"\n",
-            kafka_source(broker, &topic, ""),
+            kafka_source(broker, &topic, &killed_pace()),
             s(&operator)
         )
     };
@@ -723,12 +728,12 @@ fn value_counts(records: &[Record]) -> BTreeMap<String, usize> {
     counts
 }
 
-fn q1_pipeline(broker: &str, input: &str, output: &str, checkpoints: &str) -> String {
+fn q1_pipeline(broker: &str, input: &str, output: &str, source_extra: &str) -> String {
     format!(
-        "batch_size = 1\ncheckpoint_interval = \"50ms\"\ncheckpoint_dir = \"{checkpoints}\"\n{}\
+        "batch_size = 1\ncheckpoint_interval = \"50ms\"\ncheckpoint_dir = \"ck\"\n{}\
          [[operator]]\nid = \"q1\"\ncrate = \"{}\"\n\
          [[sink]]\ntype = \"kafka\"\nbootstrap_servers = \"{broker}\"\ntopic = \"{output}\"\n",
-        kafka_source(broker, input, ""),
+        kafka_source(broker, input, source_extra),
         s(&repo().join("examples/nexmark/operators/q1"))
     )
 }
@@ -742,7 +747,13 @@ fn kafka_to_q1_to_kafka_killed_at_random_moments_loses_no_record() {
     create_topic(broker, &reference_topic, 3);
     create_topic(broker, &output, 3);
     produce(broker, &input, &bids(4, KILLED_ORDERS, 3));
-    Job::new(&q1_pipeline(broker, &input, &reference_topic, "ck")).run();
+    Job::new(&q1_pipeline(
+        broker,
+        &input,
+        &reference_topic,
+        &killed_pace(),
+    ))
+    .run();
     let expected = value_counts(&consume_all(broker, &reference_topic));
     assert_eq!(
         expected.values().sum::<usize>(),
@@ -750,7 +761,7 @@ fn kafka_to_q1_to_kafka_killed_at_random_moments_loses_no_record() {
         "one euro bid per bid"
     );
     assert!(expected.values().all(|&n| n == 1), "bids are distinct");
-    let job = Job::new(&q1_pipeline(broker, &input, &output, "ck"));
+    let job = Job::new(&q1_pipeline(broker, &input, &output, &killed_pace()));
     job.crash_and_finish(11, 4, 600);
     let got = value_counts(&consume_all(broker, &output));
     let missing: Vec<&String> = expected.keys().filter(|v| !got.contains_key(*v)).collect();
@@ -888,7 +899,7 @@ fn connections_cut_mid_run_are_reopened_and_the_output_is_exact() {
     create_topic(&broker, &output, 3);
     produce(&broker, &input, &bids(5, 5_000, 3));
     proxy.arm(150_000, 4);
-    Job::new(&q1_pipeline(&broker, &input, &output, "ck")).run();
+    Job::new(&q1_pipeline(&broker, &input, &output, "")).run();
     assert!(
         proxy.cuts_done() >= 2,
         "the proxy cut {} times",

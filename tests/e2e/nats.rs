@@ -393,8 +393,9 @@ fn nats_to_nats_killed_at_random_moments_holds_the_uninterrupted_runs_records() 
     let expected = nats.messages(&reference);
     assert_eq!(expected.len(), 30_000, "one running total per order");
 
+    // Paced to 3 s a run, so a run can be killed mid-way on any machine.
     let (_dir, pipeline) = folder(&format!(
-        "batch_size = 64\n{}{}{}",
+        "batch_size = 64\n{}records_per_second = 10000\n{}{}",
         source(&url, &input, &nats.name("crashing")),
         sales_operator(),
         sink(&url, &output, &out_subject)

@@ -201,6 +201,7 @@ fn a_run_killed_at_random_moments_writes_every_row_once() {
          [[source]]\ntype = \"jsonl\"\npath = \"orders.jsonl\"\n\n\
          [[sink]]\ntype = \"parquet\"\npath = \"out\"\npartition_by = \"day\"\n",
     );
+    crate::support::pace_sources(&pipeline, 3);
     let has_checkpoint = || {
         std::fs::read_dir(dir.path().join("ck"))
             .map(|entries| {

@@ -495,6 +495,7 @@ fn a_run_killed_at_random_moments_leaves_the_tables_of_an_uninterrupted_run() {
     assert_eq!(changes.len(), 200_000, "one running total per order");
 
     let sales = Sales::new(&input, "kill", None, "");
+    crate::support::pace_sources(&sales.pipeline(), 3);
     let mut rng = Rng::new(9);
     let mut kills = 0;
     for _ in 0..4 {

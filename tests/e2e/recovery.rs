@@ -234,6 +234,7 @@ impl Sales {
         jitter_ms: u64,
         ready: impl Fn(&Self) -> bool,
     ) -> Option<String> {
+        crate::support::pace_sources(&self.pipeline(), 4);
         let mut child = self.start();
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr piped");

@@ -57,6 +57,45 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// Holds every file or generator source of `pipeline` to a pace at which
+/// reading all of its input takes `seconds`, so a kill test's runs last
+/// long enough to be killed mid-way on however fast a machine. A file
+/// source's records are its lines (relative to the pipeline's folder); a
+/// generator's, its `events`. A source already paced is left as it is.
+pub fn pace_sources(pipeline: &Path, seconds: u64) {
+    let text = std::fs::read_to_string(pipeline).expect("pipeline file");
+    let folder = pipeline.parent().expect("the pipeline's folder");
+    let mut paced = String::new();
+    for (i, block) in text.split("[[source]]\n").enumerate() {
+        if i > 0 {
+            paced.push_str("[[source]]\n");
+        }
+        if i > 0 && !block.contains("records_per_second") {
+            let value = |key: &str| {
+                block
+                    .lines()
+                    .take_while(|l| !l.starts_with("[["))
+                    .find_map(|l| l.strip_prefix(key)?.trim().strip_prefix('=')?.trim().into())
+                    .map(|v: &str| v.trim_matches('"').to_owned())
+            };
+            let records = match (value("path"), value("events")) {
+                (Some(path), _) => std::fs::read_to_string(folder.join(&path))
+                    .unwrap_or_else(|e| panic!("source file {path}: {e}"))
+                    .lines()
+                    .count() as u64,
+                (None, Some(events)) => events.parse().expect("events"),
+                (None, None) => panic!("no file or generator source in {block}"),
+            };
+            paced.push_str(&format!(
+                "records_per_second = {}\n",
+                (records / seconds).max(1)
+            ));
+        }
+        paced.push_str(block);
+    }
+    std::fs::write(pipeline, paced).expect("pipeline written");
+}
+
 /// A path as `&str` for command lines.
 pub fn s(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")

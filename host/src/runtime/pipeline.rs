@@ -432,6 +432,7 @@ pub fn start(
             activity: Arc::default(),
             checkpoints: checkpoints.clone(),
             barrier_sent: std::cell::Cell::new(restore.as_ref().map_or(0, |r| r.manifest.id)),
+            pace: source.records_per_second().map(crate::sources::Pace::new),
             restore: restore.as_ref().and_then(|r| {
                 let name = source.name();
                 // By place when the names repeat (two unnamed file sources).

@@ -79,6 +79,10 @@ pub struct KafkaSourceConfig {
     /// (default false: streams without end).
     #[serde(default)]
     pub stop_at_end: bool,
+    /// Read at most this many records per second of wall time (default:
+    /// as fast as it can).
+    #[serde(default)]
+    pub records_per_second: Option<u64>,
     /// How long an unreachable cluster is retried at the start before the
     /// run fails (default 30 s).
     #[serde(

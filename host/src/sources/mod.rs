@@ -43,6 +43,35 @@ pub(crate) struct SourceContext {
     pub(crate) barrier_sent: Cell<u64>,
     /// Where to start: the source's state in the checkpoint restored.
     pub(crate) restore: Option<SourceState>,
+    /// The pace it is held to (`records_per_second`), if any.
+    pub(crate) pace: Option<Pace>,
+}
+
+/// Holds a source to a number of records per second of wall time: after
+/// each batch it sleeps until the records sent so far are due.
+pub(crate) struct Pace {
+    per_second: u64,
+    started: Instant,
+    sent: Cell<u64>,
+}
+
+impl Pace {
+    pub(crate) fn new(per_second: u64) -> Self {
+        Self {
+            per_second: per_second.max(1),
+            started: Instant::now(),
+            sent: Cell::new(0),
+        }
+    }
+
+    fn wait_after(&self, records: usize) {
+        let sent = self.sent.get() + records as u64;
+        self.sent.set(sent);
+        let due = self.started + Duration::from_secs_f64(sent as f64 / self.per_second as f64);
+        if let Some(ahead) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(ahead);
+        }
+    }
 }
 
 /// What a source's idleness watchdog watches.
@@ -135,6 +164,9 @@ impl SourceContext {
         lines: Arc<[u64]>,
         lanes: Option<&[u32]>,
     ) -> Result<()> {
+        if let Some(pace) = &self.pace {
+            pace.wait_after(batch.num_rows());
+        }
         self.activity.touch();
         let mut clock = self.clock.borrow_mut();
         let Some(clock) = clock.as_mut() else {

@@ -74,6 +74,10 @@ pub struct NatsSourceConfig {
     /// (default: read on, waiting for new messages).
     #[serde(default)]
     pub stop_at_end: bool,
+    /// Read at most this many records per second of wall time (default:
+    /// as fast as it can).
+    #[serde(default)]
+    pub records_per_second: Option<u64>,
     /// The environment variable holding a token to log in with.
     #[serde(default)]
     pub token_env: Option<String>,
