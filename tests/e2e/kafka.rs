@@ -29,14 +29,18 @@ const TANSU_VERSION: &str = "0.6.0";
 /// exits (a shell waits on a pipe from this process and kills tansu when
 /// it closes).
 struct Tansu {
+    /// The shell that runs tansu and stops it.
     child: Child,
-    _lifeline: ChildStdin,
+    /// Its standard input: closing it stops tansu.
+    lifeline: Option<ChildStdin>,
     address: String,
 }
 
 impl Drop for Tansu {
+    /// Closes the lifeline and waits for the shell, which kills tansu and
+    /// waits for it (killing the shell instead would leave tansu running).
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        drop(self.lifeline.take());
         let _ = self.child.wait();
     }
 }
@@ -146,7 +150,7 @@ fn start_tansu(port: u16, advertised: u16) -> Tansu {
     }
     Tansu {
         child,
-        _lifeline: lifeline,
+        lifeline: Some(lifeline),
         address: format!("127.0.0.1:{advertised}"),
     }
 }
