@@ -76,7 +76,7 @@ fn tansu_binary() -> PathBuf {
     let _ = writeln!(
         std::io::stderr(),
         "weir tests: building the Kafka test broker tansu {TANSU_VERSION} from crates.io (once, \
-         ~9 min on 2 cores) into {}; cargo's progress follows",
+         9-17 min on 2 cores) into {}; cargo's progress follows",
         root.display()
     );
     let started = Instant::now();
