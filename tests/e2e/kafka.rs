@@ -1,7 +1,8 @@
 //! Kafka sources and sinks against a real broker: `WEIR_TEST_KAFKA`
-//! (`host:port`), or else a tansu broker this test binary starts on a free
-//! loopback port (built once from crates.io into `~/.cache/weir/brokers`)
-//! and stops when it ends.
+//! (`host:port`), or else one tansu broker this test binary starts on a free
+//! loopback port, behind a proxy that can cut chosen clients' connections
+//! (built once from crates.io into `~/.cache/weir/brokers`), and stops when
+//! it ends.
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -156,19 +157,39 @@ fn start_tansu(port: u16, advertised: u16) -> Tansu {
 }
 
 /// The broker the tests share: `WEIR_TEST_KAFKA`, or one tansu for this
-/// test binary.
-fn broker() -> &'static str {
-    static BROKER: OnceLock<(Option<Mutex<Tansu>>, String)> = OnceLock::new();
-    let (_, address) = BROKER.get_or_init(|| match std::env::var("WEIR_TEST_KAFKA") {
-        Ok(address) if !address.is_empty() => (None, address),
+/// test binary, which tells clients to connect through a [`CuttingProxy`]
+/// (so the connection-cut test can cut its own clients' connections).
+struct Shared {
+    address: String,
+    proxy: Option<CuttingProxy>,
+    _tansu: Option<Mutex<Tansu>>,
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| match std::env::var("WEIR_TEST_KAFKA") {
+        Ok(address) if !address.is_empty() => Shared {
+            address,
+            proxy: None,
+            _tansu: None,
+        },
         _ => {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("proxy port");
+            let proxy_port = listener.local_addr().expect("proxy address").port();
             let port = free_port();
-            let tansu = start_tansu(port, port);
-            let address = tansu.address.clone();
-            (Some(Mutex::new(tansu)), address)
+            let tansu = start_tansu(port, proxy_port);
+            Shared {
+                address: tansu.address.clone(),
+                proxy: Some(CuttingProxy::start(listener, port)),
+                _tansu: Some(Mutex::new(tansu)),
+            }
         }
-    });
-    address
+    })
+}
+
+/// The shared broker's address.
+fn broker() -> &'static str {
+    &shared().address
 }
 
 /// A topic name no other test uses.
@@ -780,19 +801,31 @@ fn kafka_to_q1_to_kafka_killed_at_random_moments_loses_no_record() {
     );
 }
 
-/// A TCP proxy in front of a broker that, once armed, cuts every open
-/// connection each time it has passed on so many more bytes.
+/// A TCP proxy in front of a broker that, once armed, cuts the open
+/// connections of some clients (those whose Kafka client id contains a
+/// marker) each time it has passed on so many more of their bytes. Other
+/// clients' connections pass untouched, so tests sharing the broker are
+/// not disturbed.
 struct CuttingProxy {
     state: Arc<ProxyState>,
 }
 
+/// One proxied connection: its two sockets and the client id its first
+/// request named.
+struct Connection {
+    client_id: Arc<OnceLock<String>>,
+    streams: [TcpStream; 2],
+}
+
 struct ProxyState {
+    /// Bytes of the marked clients' connections passed on.
     passed: AtomicU64,
     next_cut_at: AtomicU64,
     every: AtomicU64,
     cuts_left: AtomicU64,
     cuts_done: AtomicU64,
-    connections: Mutex<Vec<TcpStream>>,
+    marker: Mutex<Option<String>>,
+    connections: Mutex<Vec<Connection>>,
 }
 
 impl CuttingProxy {
@@ -804,6 +837,7 @@ impl CuttingProxy {
             every: AtomicU64::new(u64::MAX),
             cuts_left: AtomicU64::new(0),
             cuts_done: AtomicU64::new(0),
+            marker: Mutex::new(None),
             connections: Mutex::new(Vec::new()),
         });
         let shared = Arc::clone(&state);
@@ -812,28 +846,37 @@ impl CuttingProxy {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
-                let mut connections = shared.connections.lock().expect("connections");
-                for stream in [&client, &server] {
-                    if let Ok(clone) = stream.try_clone() {
-                        connections.push(clone);
-                    }
+                let client_id = Arc::new(OnceLock::new());
+                if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
+                    shared
+                        .connections
+                        .lock()
+                        .expect("connections")
+                        .push(Connection {
+                            client_id: Arc::clone(&client_id),
+                            streams: [c, s],
+                        });
                 }
-                drop(connections);
-                for (from, to) in [(&client, &server), (&server, &client)] {
+                for (from, to, names) in [(&client, &server, true), (&server, &client, false)] {
                     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
                         continue;
                     };
                     let state = Arc::clone(&shared);
-                    std::thread::spawn(move || state.pump(&mut from, &mut to));
+                    let client_id = Arc::clone(&client_id);
+                    std::thread::spawn(move || {
+                        state.pump(&mut from, &mut to, &client_id, names);
+                    });
                 }
             }
         });
         Self { state }
     }
 
-    /// Cuts every connection after each `every` more bytes, `cuts` times.
-    fn arm(&self, every: u64, cuts: u64) {
+    /// Cuts the connections of clients whose id contains `marker` after
+    /// each `every` more of their bytes, `cuts` times.
+    fn arm(&self, marker: &str, every: u64, cuts: u64) {
         let state = &self.state;
+        *state.marker.lock().expect("marker") = Some(marker.to_owned());
         state.every.store(every, Ordering::SeqCst);
         state.cuts_left.store(cuts, Ordering::SeqCst);
         state.next_cut_at.store(
@@ -842,21 +885,56 @@ impl CuttingProxy {
         );
     }
 
+    /// Cuts nothing more.
+    fn disarm(&self) {
+        self.state.cuts_left.store(0, Ordering::SeqCst);
+        self.state.next_cut_at.store(u64::MAX, Ordering::SeqCst);
+        *self.state.marker.lock().expect("marker") = None;
+    }
+
     fn cuts_done(&self) -> u64 {
         self.state.cuts_done.load(Ordering::SeqCst)
     }
 }
 
+/// The client id of a Kafka request (header: size, api key, version,
+/// correlation id, then the id as a 16-bit length and its bytes), once
+/// `head` holds that much.
+fn client_id_of(head: &[u8]) -> Option<String> {
+    let length = i16::from_be_bytes(head.get(12..14)?.try_into().ok()?);
+    let length = usize::try_from(length).unwrap_or(0);
+    let id = head.get(14..14 + length)?;
+    Some(String::from_utf8_lossy(id).into_owned())
+}
+
 impl ProxyState {
-    fn pump(&self, from: &mut TcpStream, to: &mut TcpStream) {
+    /// Passes bytes on from `from` to `to`; `names` for the client's side,
+    /// whose first request names the client.
+    fn pump(
+        &self,
+        from: &mut TcpStream,
+        to: &mut TcpStream,
+        client_id: &OnceLock<String>,
+        names: bool,
+    ) {
         let mut buffer = [0u8; 16 * 1024];
+        let mut head = Vec::new();
         loop {
             let n = match from.read(&mut buffer) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            if names && client_id.get().is_none() {
+                head.extend_from_slice(&buffer[..n]);
+                if let Some(id) = client_id_of(&head) {
+                    let _ = client_id.set(id);
+                }
+            }
             if to.write_all(&buffer[..n]).is_err() {
                 break;
+            }
+            if !self.marked(client_id) {
+                continue;
             }
             let passed = self.passed.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
             if passed >= self.next_cut_at.load(Ordering::SeqCst) {
@@ -867,7 +945,14 @@ impl ProxyState {
         let _ = to.shutdown(std::net::Shutdown::Both);
     }
 
-    /// Closes every open connection, if a cut is left.
+    /// Whether the connection's client is one to cut.
+    fn marked(&self, client_id: &OnceLock<String>) -> bool {
+        let marker = self.marker.lock().expect("marker");
+        matches!((marker.as_deref(), client_id.get()), (Some(m), Some(id)) if id.contains(m))
+    }
+
+    /// Closes every open connection of the marked clients, if a cut is
+    /// left.
     fn cut(&self, passed: u64) {
         let mut connections = self.connections.lock().expect("connections");
         if passed < self.next_cut_at.load(Ordering::SeqCst) {
@@ -883,33 +968,53 @@ impl ProxyState {
         let every = self.every.load(Ordering::SeqCst);
         self.next_cut_at
             .store(passed.saturating_add(every), Ordering::SeqCst);
-        for stream in connections.drain(..) {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
+        let (marked, kept): (Vec<Connection>, Vec<Connection>) = connections
+            .drain(..)
+            .partition(|c| self.marked(&c.client_id));
+        *connections = kept;
+        for connection in marked {
+            for stream in &connection.streams {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
         }
     }
 }
 
 #[test]
 fn connections_cut_mid_run_are_reopened_and_the_output_is_exact() {
-    // A broker of its own, which tells clients to connect through the proxy.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("proxy port");
-    let proxy_port = listener.local_addr().expect("proxy address").port();
-    let port = free_port();
-    let _tansu = start_tansu(port, proxy_port);
-    let proxy = CuttingProxy::start(listener, port);
-    let broker = format!("127.0.0.1:{proxy_port}");
+    // The shared broker's proxy cuts this run's clients only (their ids
+    // name the source `cut-orders` and the sink's `cut-out` topic). With
+    // another broker (`WEIR_TEST_KAFKA`) a tansu of the test's own tells
+    // clients to connect through a proxy of its own.
+    let own;
+    let (broker, proxy) = match &shared().proxy {
+        Some(proxy) => (broker().to_owned(), proxy),
+        None => {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("proxy port");
+            let proxy_port = listener.local_addr().expect("proxy address").port();
+            let port = free_port();
+            own = (
+                start_tansu(port, proxy_port),
+                CuttingProxy::start(listener, port),
+            );
+            (own.0.address.clone(), &own.1)
+        }
+    };
     let (input, output) = (unique_topic("cut-in"), unique_topic("cut-out"));
     create_topic(&broker, &input, 3);
     create_topic(&broker, &output, 3);
     produce(&broker, &input, &bids(5, 5_000, 3));
-    proxy.arm(150_000, 4);
-    Job::new(&q1_pipeline(&broker, &input, &output, "")).run();
-    assert!(
-        proxy.cuts_done() >= 2,
-        "the proxy cut {} times",
-        proxy.cuts_done()
-    );
-    proxy.arm(u64::MAX / 2, 0);
+    let pipeline = q1_pipeline(&broker, &input, &output, "")
+        .replace("name = \"orders\"", "name = \"cut-orders\"");
+    let cuts_before = proxy.cuts_done();
+    proxy.arm("cut-", 150_000, 4);
+    let run = std::panic::catch_unwind(|| Job::new(&pipeline).run());
+    proxy.disarm();
+    if let Err(panic) = run {
+        std::panic::resume_unwind(panic);
+    }
+    let cuts = proxy.cuts_done() - cuts_before;
+    assert!(cuts >= 2, "the proxy cut {cuts} times");
     let got = value_counts(&consume_all(&broker, &output));
     assert_eq!(got.values().sum::<usize>(), 4_500, "every bid once");
     assert!(got.values().all(|&n| n == 1), "a bid written twice");

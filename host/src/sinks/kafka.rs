@@ -154,7 +154,8 @@ impl KafkaSink {
         let label = config.label();
         let producer: BaseProducer<Deliveries> = ClientConfig::new()
             .set("bootstrap.servers", &config.bootstrap_servers)
-            .set("client.id", "weir-sink")
+            // Names the sink and its topic in the broker's logs.
+            .set("client.id", format!("weir-sink-{}", config.topic))
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
