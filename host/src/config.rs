@@ -134,6 +134,8 @@ pub enum SourceConfig {
     },
     /// A NATS JetStream stream, read through a durable pull consumer.
     Nats(crate::sources::nats::NatsSourceConfig),
+    /// Topics of a Kafka cluster (see [`crate::sources::kafka`]).
+    Kafka(crate::sources::kafka::KafkaSourceConfig),
 }
 
 /// Where a source's records keep their event time, and how late they may
@@ -171,6 +173,7 @@ impl SourceConfig {
             SourceConfig::Stdin { .. } => "stdin",
             SourceConfig::Nexmark { .. } => "nexmark",
             SourceConfig::Nats(_) => "nats",
+            SourceConfig::Kafka(_) => "kafka",
         }
     }
 
@@ -182,6 +185,7 @@ impl SourceConfig {
             | SourceConfig::Stdin { event_time, .. }
             | SourceConfig::Nexmark { event_time, .. } => event_time.as_ref(),
             SourceConfig::Nats(nats) => nats.event_time.as_ref(),
+            SourceConfig::Kafka(kafka) => kafka.event_time.as_ref(),
         }
     }
 
@@ -198,6 +202,7 @@ impl SourceConfig {
                 records_per_second, ..
             } => *records_per_second,
             SourceConfig::Nats(nats) => nats.records_per_second,
+            SourceConfig::Kafka(kafka) => kafka.records_per_second,
             SourceConfig::Stdin { .. } => None,
         }
     }
@@ -210,6 +215,7 @@ impl SourceConfig {
             | SourceConfig::Stdin { name, .. }
             | SourceConfig::Nexmark { name, .. } => name,
             SourceConfig::Nats(nats) => &nats.name,
+            SourceConfig::Kafka(kafka) => &kafka.name,
         };
         name.clone().unwrap_or_else(|| self.type_name().to_owned())
     }
@@ -425,6 +431,8 @@ pub enum SinkConfig {
     Parquet(crate::sinks::ParquetSinkConfig),
     /// A subject of a NATS JetStream stream, one JSON record per message.
     Nats(crate::sinks::nats::NatsSinkConfig),
+    /// A Kafka topic (see [`crate::sinks::kafka`]).
+    Kafka(crate::sinks::kafka::KafkaSinkConfig),
 }
 
 impl SinkConfig {
@@ -439,6 +447,7 @@ impl SinkConfig {
             SinkConfig::Postgres(config) => config.from.as_deref(),
             SinkConfig::Parquet(config) => config.from.as_deref(),
             SinkConfig::Nats(nats) => nats.from.as_deref(),
+            SinkConfig::Kafka(kafka) => kafka.from.as_deref(),
         }
     }
 }
@@ -596,7 +605,15 @@ impl Pipeline {
                 bail!("{at}field `key_by` of operator `{}` is empty", op.id);
             }
         }
+        for source in &c.sources {
+            if let SourceConfig::Kafka(kafka) = source {
+                kafka.check()?;
+            }
+        }
         for sink in &c.sinks {
+            if let SinkConfig::Kafka(kafka) = sink {
+                kafka.check()?;
+            }
             if let Some(from) = sink.from() {
                 let op = from.split('.').next().unwrap_or_default();
                 if !ids.contains(op) {
@@ -652,6 +669,7 @@ impl Pipeline {
                 (name.clone(), Format::Jsonl)
             }
             SourceConfig::Nats(nats) => (nats.name.clone(), nats.format),
+            SourceConfig::Kafka(kafka) => (kafka.name.clone(), kafka.format),
         };
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         *source = match (input.to_str() == Some("-"), format) {

@@ -5,6 +5,7 @@ mod bad_input;
 mod conformance;
 mod examples;
 mod hot_swap;
+mod kafka;
 mod metrics;
 mod nats;
 mod nexmark;

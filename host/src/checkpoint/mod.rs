@@ -53,6 +53,11 @@ pub enum Position {
         /// The stream sequence of the last message sent on (0: none yet).
         sequence: u64,
     },
+    /// Kafka: the next offset of every partition read.
+    Kafka {
+        /// Per partition.
+        partitions: Vec<crate::sources::kafka::PartitionOffset>,
+    },
 }
 
 /// A source's part of a checkpoint.

@@ -11,10 +11,12 @@
 //! through [`parts`]), standard output (at-least-once: what was printed
 //! stays printed), [`postgres`] (a table upserted or appended to in one
 //! transaction per checkpoint), [`parquet`] (files renamed into place),
-//! [`nats`] (exactly-once by message ids JetStream deduplicates) and a
+//! [`nats`] (exactly-once by message ids JetStream deduplicates),
+//! [`kafka`] (at-least-once through the idempotent producer) and a
 //! blackhole for benchmarks.
 
 mod file;
+pub mod kafka;
 pub mod nats;
 mod parquet;
 mod parts;
@@ -123,6 +125,7 @@ pub(crate) fn spawn(
             Arc::clone(&setup.dead_letters),
         )?),
         SinkConfig::Nats(nats) => Box::new(nats::NatsSink::open(nats, &setup)?),
+        SinkConfig::Kafka(kafka) => Box::new(kafka::KafkaSink::open(kafka)?),
     };
     let handle = std::thread::Builder::new()
         .name(format!("sink-{}", setup.index))

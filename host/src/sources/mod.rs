@@ -4,6 +4,7 @@
 
 mod event_time;
 mod file;
+pub mod kafka;
 pub mod nats;
 pub mod nexmark;
 
@@ -152,6 +153,17 @@ impl SourceContext {
     /// them (records without a readable one go to the dead letters), followed
     /// by the watermark when it moved.
     pub(crate) fn send(&self, batch: RecordBatch, lines: Arc<[u64]>) -> Result<()> {
+        self.send_from_lanes(batch, lines, None)
+    }
+
+    /// As [`SourceContext::send`], for a source whose records come from
+    /// lanes (partitions) with a watermark each: `lanes` gives each row's.
+    pub(crate) fn send_from_lanes(
+        &self,
+        batch: RecordBatch,
+        lines: Arc<[u64]>,
+        lanes: Option<&[u32]>,
+    ) -> Result<()> {
         if let Some(pace) = &self.pace {
             pace.wait_after(batch.num_rows());
         }
@@ -168,7 +180,7 @@ impl SourceContext {
                 times: None,
             });
         };
-        let stamped = clock.stamp(&batch);
+        let stamped = clock.stamp(&batch, lanes);
         let mut keep = Vec::with_capacity(stamped.len());
         let mut times = RowTimes::default();
         for (row, time) in stamped.into_iter().enumerate() {
@@ -207,6 +219,25 @@ impl SourceContext {
                 self.figures.watermark.store(watermark, Ordering::Relaxed);
                 self.route.send_watermark(self.input, watermark)
             }
+            None => Ok(()),
+        }
+    }
+}
+
+impl SourceContext {
+    /// Sends the watermark when it moved without a record: a lane of the
+    /// source went idle or was read to its end.
+    ///
+    /// # Errors
+    /// When a downstream stage has stopped.
+    pub(crate) fn tick(&self) -> Result<()> {
+        let watermark = self
+            .clock
+            .borrow_mut()
+            .as_mut()
+            .and_then(EventClock::advance);
+        match watermark {
+            Some(watermark) => self.route.send_watermark(self.input, watermark),
             None => Ok(()),
         }
     }
@@ -290,6 +321,10 @@ pub(crate) fn spawn(
             let position = context.restore.as_ref().map(|r| &r.position);
             let source = nats::NatsSource::open(nats, &name, position)?;
             thread.spawn(move || finish(&context, |c| source.read(c)))?
+        }
+        SourceConfig::Kafka(kafka) => {
+            let opened = kafka::open(kafka, context.restore.as_ref().map(|r| &r.position))?;
+            thread.spawn(move || finish(&context, |c| kafka::read(opened, c)))?
         }
     };
     Ok(handle)
