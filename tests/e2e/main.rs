@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod conformance;
+mod dashboard;
 mod examples;
 mod hot_swap;
 mod metrics;
@@ -18,4 +19,5 @@ mod scaffold;
 #[path = "../shared/live.rs"]
 mod shared;
 mod support;
+mod tap;
 mod time;
