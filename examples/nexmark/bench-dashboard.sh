@@ -17,11 +17,13 @@ trap 'rm -f "$pipeline"; rm -rf out/q1-bench.jsonl' EXIT
 sed -e "s/^events = .*/events = $events/" -e 's|out/q1.jsonl|out/q1-bench.jsonl|' q1.toml >"$pipeline"
 "$weir" build "$pipeline" >/dev/null
 
-# Runs q1 once; with "watched", reads /events meanwhile. Prints its seconds.
+# Runs q1 once; with "watched", reads /events meanwhile. Prints its wall
+# seconds and the CPU seconds (user + system) the weir process used: on a
+# machine other work shares, the CPU time is the steadier figure.
 run() {
-  local log
-  log=$(mktemp)
-  "$weir" run "$pipeline" --fresh --admin "$admin" 2>"$log" &
+  local log times
+  log=$(mktemp) times=$(mktemp)
+  (TIMEFORMAT='%U %S'; time "$weir" run "$pipeline" --fresh --admin "$admin" 2>"$log") 2>"$times" &
   local pid=$! reader=
   if [ "$1" = watched ]; then
     until curl -sf -o /dev/null "http://$admin/metrics"; do sleep 0.02; done
@@ -29,19 +31,22 @@ run() {
     reader=$!
   fi
   wait "$pid"
-  [ -n "$reader" ] && wait "$reader" 2>/dev/null || true
-  sed -n 's/.* in \([0-9.]*\) s (.*/\1/p' "$log"
-  rm -f "$log"
+  if [ -n "$reader" ]; then wait "$reader" 2>/dev/null || true; fi
+  echo "$(sed -n 's/.* in \([0-9.]*\) s (.*/\1/p' "$log") $(awk '{ print $1 + $2 }' "$times")"
+  rm -f "$log" "$times"
 }
 
-times=()
+results=()
 for i in $(seq "$runs"); do
-  p=$(run plain)
-  w=$(run watched)
-  echo "run $i: $p s without a dashboard, $w s with one"
-  times+=("$p $w")
+  read -r pw pc <<<"$(run plain)"
+  read -r ww wc <<<"$(run watched)"
+  echo "run $i: without a dashboard $pw s ($pc s CPU), with one $ww s ($wc s CPU)"
+  results+=("$pw $pc $ww $wc")
 done
-printf '%s\n' "${times[@]}" | awk -v events="$events" '
-  { plain += $1; watched += $2; n++ }
-  END { printf "q1, %d events: %.3f s without, %.3f s with a dashboard connected; ratio %.4f\n",
-        events, plain / n, watched / n, watched / plain }'
+printf '%s\n' "${results[@]}" | awk -v events="$events" '
+  { pw += $1; pc += $2; ww += $3; wc += $4; n++ }
+  END {
+    printf "q1, %d events, mean of %d runs: without a dashboard %.2f s (%.2f s CPU), with one %.2f s (%.2f s CPU)\n",
+      events, n, pw / n, pc / n, ww / n, wc / n
+    printf "ratio with/without: wall %.4f, CPU %.4f\n", ww / pw, wc / pc
+  }'
