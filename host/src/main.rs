@@ -548,7 +548,7 @@ fn watch_status(client: &AdminClient) -> Result<()> {
 
 /// `weir tap`: prints what the tap sees until the pipeline ends.
 fn tap(client: &AdminClient, request: &weir::control::TapRequest, json: bool) -> Result<()> {
-    use std::io::BufRead;
+    use std::io::{BufRead, Write};
     let reader = client.tap(request)?;
     match (&request.key, &request.operator) {
         (Some(key), _) => eprintln!("weir: following key {key:?} through every operator"),
@@ -558,18 +558,25 @@ fn tap(client: &AdminClient, request: &weir::control::TapRequest, json: bool) ->
         ),
         (None, None) => {}
     }
+    let mut out = std::io::stdout().lock();
     for line in reader.lines() {
         let Ok(line) = line else { break };
         if line.trim().is_empty() {
             continue; // keep-alive
         }
-        if json {
-            println!("{line}");
-            continue;
+        let printed = if json {
+            writeln!(out, "{line}")
+        } else {
+            let event: serde_json::Value =
+                serde_json::from_str(&line).context("the tap sent something that is not JSON")?;
+            writeln!(out, "{}", tap_line(&event))
+        };
+        match printed {
+            Ok(()) => {}
+            // Read by `head` or the like, which has seen enough.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e.into()),
         }
-        let event: serde_json::Value =
-            serde_json::from_str(&line).context("the tap sent something that is not JSON")?;
-        println!("{}", tap_line(&event));
     }
     eprintln!("weir: the pipeline ended");
     Ok(())

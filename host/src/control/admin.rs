@@ -359,3 +359,34 @@ fn answer(outcome: Result<Result<DeployReport, DeployError>, tokio::task::JoinEr
     };
     (code, Json(serde_json::json!({ "error": message }))).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{percent_decode, tap_request};
+
+    #[test]
+    fn tap_queries_are_decoded() {
+        let request = tap_request("key=a%20b%2Bc&field=user.id").unwrap();
+        assert_eq!(request.key.as_deref(), Some("a b+c"));
+        assert_eq!(request.field.as_deref(), Some("user.id"));
+        let request = tap_request("operator=daily.late&rate=2.5").unwrap();
+        assert_eq!(request.operator.as_deref(), Some("daily.late"));
+        assert_eq!(request.rate, Some(2.5));
+        assert_eq!(percent_decode("%E2%82%AC+1").unwrap(), "€ 1");
+    }
+
+    #[test]
+    fn bad_tap_queries_say_what_is_wrong() {
+        assert_eq!(
+            tap_request("rate=fast&operator=x").unwrap_err(),
+            "`rate` is not a number: \"fast\""
+        );
+        assert_eq!(
+            tap_request("colour=red").unwrap_err(),
+            "unknown tap parameter `colour`"
+        );
+        assert!(tap_request("").unwrap_err().contains("needs an `operator`"));
+        assert!(percent_decode("%zz").unwrap_err().contains("bad escape"));
+        assert!(percent_decode("%ff").unwrap_err().contains("not UTF-8"));
+    }
+}

@@ -160,3 +160,38 @@ impl DeadLetters {
             .context("cannot write the dead-letter output")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{DeadLetter, DeadLetters, RECENT_DEAD_LETTERS};
+
+    #[test]
+    fn the_latest_dead_letters_are_kept_newest_first_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let letters = DeadLetters::open(&dir.path().join("dead.jsonl")).unwrap();
+        let long = "é".repeat(1000); // 2,000 bytes
+        for line in 1..=(RECENT_DEAD_LETTERS as u64 + 5) {
+            letters
+                .send(&DeadLetter {
+                    source: "in",
+                    line,
+                    raw: &long,
+                    reason: &format!("bad {line}"),
+                    operator: Some("op"),
+                    version: Some(1),
+                })
+                .unwrap();
+        }
+        let recent = letters.recent();
+        assert_eq!(recent.len(), RECENT_DEAD_LETTERS);
+        assert_eq!(recent[0].line, RECENT_DEAD_LETTERS as u64 + 5);
+        assert_eq!(recent[0].number, RECENT_DEAD_LETTERS as u64 + 5);
+        assert_eq!(recent[0].reason, format!("bad {}", RECENT_DEAD_LETTERS + 5));
+        assert_eq!(recent.last().unwrap().line, 6);
+        // Cut at a character boundary within the first KiB.
+        assert_eq!(recent[0].raw, "é".repeat(512));
+        assert_eq!(letters.count(), RECENT_DEAD_LETTERS as u64 + 5);
+        let file = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
+        assert_eq!(file.lines().count(), RECENT_DEAD_LETTERS + 5);
+    }
+}
