@@ -211,9 +211,13 @@ impl Taps {
         let mut subscribers = self.subscribers();
         subscribers.push(Subscriber {
             id,
+            // An edge tap may show one record at once (none at rate 0).
+            tokens: match &filter {
+                TapFilter::Edge { rate, .. } => rate.min(1.0),
+                TapFilter::Key { .. } => 0.0,
+            },
             filter,
             sender,
-            tokens: 1.0,
             refilled: Instant::now(),
             dropped: 0,
         });
@@ -350,5 +354,95 @@ impl Taps {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{TapFilter, TapSite, Taps};
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+
+    fn batch(keys: &[&str]) -> RecordBatch {
+        let n: Vec<i64> = (0..keys.len() as i64).collect();
+        RecordBatch::try_from_iter([
+            ("key", Arc::new(StringArray::from(keys.to_vec())) as _),
+            ("n", Arc::new(Int64Array::from(n)) as _),
+        ])
+        .unwrap()
+    }
+
+    fn site() -> TapSite<'static> {
+        TapSite {
+            operator: "count",
+            version: 3,
+            worker: 1,
+            key_by: Some("key"),
+        }
+    }
+
+    #[test]
+    fn a_key_tap_sees_the_keys_records_in_and_out_with_its_state() {
+        let taps = Arc::new(Taps::default());
+        assert!(!taps.is_active());
+        let mut tap = taps.attach(TapFilter::Key {
+            key: "a".to_owned(),
+            field: None,
+            default_field: "key".to_owned(),
+        });
+        assert!(taps.is_active());
+        let input = batch(&["a", "b", "a"]);
+        taps.input(&site(), &input, |key, field| {
+            assert_eq!((key, field), ("a", "key"));
+            Some(serde_json::json!(7))
+        });
+        // Output rows without the key field: matched by the row they came from.
+        let emitted = RecordBatch::try_from_iter([(
+            "total",
+            Arc::new(Int64Array::from(vec![10, 20, 30])) as _,
+        )])
+        .unwrap();
+        taps.output(&site(), "out", &input, &emitted, &[2, 1, 0]);
+        taps.state_after(&site(), "a", serde_json::json!(9));
+        let mut seen = Vec::new();
+        while let Ok(event) = tap.events.try_recv() {
+            seen.push(serde_json::to_value(&event).unwrap());
+        }
+        let expected = serde_json::json!([
+            {"operator": "count", "version": 3, "worker": 1, "stage": "in",
+             "record": {"key": "a", "n": 0}, "state": 7},
+            {"operator": "count", "version": 3, "worker": 1, "stage": "in",
+             "record": {"key": "a", "n": 2}, "state": 7},
+            {"operator": "count", "version": 3, "worker": 1, "stage": "out", "output": "out",
+             "record": {"total": 10}},
+            {"operator": "count", "version": 3, "worker": 1, "stage": "out", "output": "out",
+             "record": {"total": 30}},
+            {"operator": "count", "version": 3, "worker": 1, "stage": "state", "state": 9},
+        ]);
+        assert_eq!(serde_json::Value::Array(seen), expected);
+        drop(tap);
+        assert!(!taps.is_active());
+    }
+
+    #[test]
+    fn an_edge_tap_takes_only_its_edge_and_at_most_its_rate() {
+        let taps = Arc::new(Taps::default());
+        let edge = |rate| TapFilter::Edge {
+            operator: "count".to_owned(),
+            output: "late".to_owned(),
+            rate,
+        };
+        let (mut one, mut none) = (taps.attach(edge(1.0)), taps.attach(edge(0.0)));
+        let rows = batch(&["a", "b", "c", "d"]);
+        let origins = [0, 1, 2, 3];
+        taps.output(&site(), "out", &rows, &rows, &origins);
+        assert!(one.events.try_recv().is_err(), "another output");
+        // A burst of one record at most at 1 record/s, none at 0.
+        taps.output(&site(), "late", &rows, &rows, &origins);
+        let event = one.events.try_recv().unwrap();
+        assert_eq!(event.stage, "out");
+        assert_eq!(event.output.as_deref(), Some("late"));
+        assert!(one.events.try_recv().is_err());
+        assert!(none.events.try_recv().is_err());
     }
 }
