@@ -121,6 +121,29 @@ enum Command {
         #[arg(long, env = "WEIR_ADMIN", default_value = DEFAULT_ADMIN)]
         admin: SocketAddr,
     },
+    /// Print a sample of the live records on an edge of a running pipeline (OPERATOR or
+    /// OPERATOR.OUTPUT), or follow one key through every operator with `--key`.
+    Tap {
+        /// The edge: an operator's main output, or OPERATOR.OUTPUT for a side output.
+        #[arg(required_unless_present = "key")]
+        edge: Option<String>,
+        /// Records per second to print at most (an edge; a followed key shows all its records).
+        #[arg(long, default_value_t = weir::control::DEFAULT_TAP_RATE)]
+        rate: f64,
+        /// Follow the records of this key in and out of every operator, with the key's state
+        /// before and after.
+        #[arg(long, conflicts_with = "edge")]
+        key: Option<String>,
+        /// The field holding the key (default: each operator's `key_by`).
+        #[arg(long, requires = "key")]
+        field: Option<String>,
+        /// Print JSON lines (one event each) instead of lines for people.
+        #[arg(long)]
+        json: bool,
+        /// The running pipeline's admin address.
+        #[arg(long, env = "WEIR_ADMIN", default_value = DEFAULT_ADMIN)]
+        admin: SocketAddr,
+    },
     /// Build a pipeline's operator projects (or one operator folder: Rust, Python or JavaScript) into
     /// components, and precompile them into the cache so runs and deploys start fast.
     Build {
@@ -322,6 +345,23 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Tap {
+            edge,
+            rate,
+            key,
+            field,
+            json,
+            admin,
+        } => tap(
+            &AdminClient::new(admin),
+            &weir::control::TapRequest {
+                rate: edge.is_some().then_some(rate),
+                operator: edge,
+                key,
+                field,
+            },
+            json,
+        ),
         Command::Build { path } => {
             let engine = WasmEngine::new()?;
             let components = if path.is_dir() {
@@ -504,6 +544,74 @@ fn watch_status(client: &AdminClient) -> Result<()> {
         previous = Some((now, status));
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
+}
+
+/// `weir tap`: prints what the tap sees until the pipeline ends.
+fn tap(client: &AdminClient, request: &weir::control::TapRequest, json: bool) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let reader = client.tap(request)?;
+    match (&request.key, &request.operator) {
+        (Some(key), _) => eprintln!("weir: following key {key:?} through every operator"),
+        (None, Some(edge)) => eprintln!(
+            "weir: tapping {edge} ({} records/s at most)",
+            request.rate.unwrap_or(weir::control::DEFAULT_TAP_RATE)
+        ),
+        (None, None) => {}
+    }
+    let mut out = std::io::stdout().lock();
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        if line.trim().is_empty() {
+            continue; // keep-alive
+        }
+        let printed = if json {
+            writeln!(out, "{line}")
+        } else {
+            let event: serde_json::Value =
+                serde_json::from_str(&line).context("the tap sent something that is not JSON")?;
+            writeln!(out, "{}", tap_line(&event))
+        };
+        match printed {
+            Ok(()) => {}
+            // Read by `head` or the like, which has seen enough.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    eprintln!("weir: the pipeline ended");
+    Ok(())
+}
+
+/// One tap event for people: `counter@v2 #0 out  {...}  (state before: 3)`.
+fn tap_line(event: &serde_json::Value) -> String {
+    let mut line = String::new();
+    if let Some(dropped) = event["dropped"].as_u64() {
+        line.push_str(&format!(
+            "({dropped} events dropped: the reader was too slow)\n"
+        ));
+    }
+    let stage = event["stage"].as_str().unwrap_or("?");
+    let stage = match (stage, event["output"].as_str()) {
+        ("out", Some(output)) if output != "out" => format!("out.{output}"),
+        _ => stage.to_owned(),
+    };
+    line.push_str(&format!(
+        "{}@v{} #{} {stage:<5}",
+        event["operator"].as_str().unwrap_or("?"),
+        event["version"],
+        event["worker"]
+    ));
+    if !event["record"].is_null() {
+        line.push_str(&format!(" {}", event["record"]));
+    }
+    match stage.as_str() {
+        "in" if event.get("state").is_some() => {
+            line.push_str(&format!("  state before: {}", event["state"]));
+        }
+        "state" => line.push_str(&format!(" after: {}", event["state"])),
+        _ => {}
+    }
+    line
 }
 
 fn status_table(operators: &[OperatorStatus]) -> String {

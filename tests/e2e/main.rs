@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod conformance;
+mod dashboard;
 mod examples;
 mod hot_swap;
 mod kafka;
@@ -19,4 +20,5 @@ mod scaffold;
 #[path = "../shared/live.rs"]
 mod shared;
 mod support;
+mod tap;
 mod time;

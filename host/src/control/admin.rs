@@ -24,7 +24,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-use super::{Control, DeployError, DeployReport};
+use super::{Control, DeployError, DeployReport, TapRequest, dashboard};
+
+/// Time between two snapshots sent to a dashboard.
+const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A tap with nothing to send sends an empty line this often, so a reader
+/// that went away is noticed (and the tap detached) even when no record
+/// flows.
+const TAP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Set when the server stops, so the endless responses (events, taps) end.
+type Closing = tokio::sync::watch::Receiver<bool>;
 
 /// Largest component the API accepts (interpreted guests such as Python
 /// components are tens of megabytes).
@@ -60,6 +71,7 @@ pub fn serve(control: Arc<Control>, address: SocketAddr) -> Result<AdminServer> 
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -72,6 +84,12 @@ pub fn serve(control: Arc<Control>, address: SocketAddr) -> Result<AdminServer> 
         .route("/v1/savepoint", post(savepoint))
         .route("/v1/checkpoint", get(checkpoint))
         .route("/metrics", get(metrics))
+        .route("/", get(page))
+        .route("/dashboard.js", get(script))
+        .route("/dashboard.css", get(style))
+        .route("/events", get(events))
+        .route("/v1/tap", get(tap))
+        .layer(axum::Extension(closing_rx))
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .with_state(control);
     let thread = std::thread::Builder::new()
@@ -81,8 +99,9 @@ pub fn serve(control: Arc<Control>, address: SocketAddr) -> Result<AdminServer> 
                 let served = async {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
                     axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
+                        .with_graceful_shutdown(async move {
                             let _ = stopped.await;
+                            let _ = closing.send(true);
                         })
                         .await
                 };
@@ -111,6 +130,164 @@ async fn metrics(State(control): State<Arc<Control>>) -> Response {
         control.metrics(),
     )
         .into_response()
+}
+
+async fn page() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        dashboard::INDEX_HTML,
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        dashboard::SCRIPT,
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        dashboard::STYLE,
+    )
+        .into_response()
+}
+
+/// Server-sent events: a snapshot of the run now and every
+/// [`SNAPSHOT_EVERY`] while the page is open.
+async fn events(
+    State(control): State<Arc<Control>>,
+    axum::Extension(closing): axum::Extension<Closing>,
+) -> Response {
+    use axum::response::sse::{Event, Sse};
+    let stream = futures_util::stream::unfold(
+        (control, closing, true),
+        |(control, mut closing, first)| async move {
+            if !first {
+                tokio::select! {
+                    () = tokio::time::sleep(SNAPSHOT_EVERY) => {}
+                    _ = closing.changed() => return None,
+                }
+            }
+            if *closing.borrow() {
+                return None;
+            }
+            let event = Event::default().data(control.snapshot().to_string());
+            Some((
+                Ok::<_, std::convert::Infallible>(event),
+                (control, closing, false),
+            ))
+        },
+    );
+    Sse::new(stream).into_response()
+}
+
+/// `weir tap`: JSON lines of what the tap sees, until the reader goes
+/// away or the pipeline ends (what the workers sent before is drained).
+async fn tap(
+    State(control): State<Arc<Control>>,
+    axum::Extension(closing): axum::Extension<Closing>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let request = match tap_request(query.as_deref().unwrap_or_default()) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let tap = match control.tap(&request) {
+        Ok(tap) => tap,
+        Err(e @ DeployError::UnknownOperator(..)) => return error(StatusCode::NOT_FOUND, e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    // The first line (empty) tells the reader the tap is attached.
+    let stream = futures_util::stream::unfold(
+        (tap, closing, Some(String::from("\n")), false),
+        |(mut tap, mut closing, first, mut closed)| async move {
+            if let Some(first) = first {
+                return Some((Ok(first), (tap, closing, None, closed)));
+            }
+            let event = if closed {
+                tap.events.try_recv().ok()?
+            } else {
+                tokio::select! {
+                    biased;
+                    event = tap.events.recv() => event?,
+                    () = tokio::time::sleep(TAP_KEEPALIVE) => {
+                        return Some((Ok("\n".to_owned()), (tap, closing, None, closed)));
+                    }
+                    _ = closing.changed() => {
+                        closed = true;
+                        tap.events.try_recv().ok()?
+                    }
+                }
+            };
+            let mut line = serde_json::to_string(&event).unwrap_or_default();
+            line.push('\n');
+            Some((
+                Ok::<_, std::convert::Infallible>(line),
+                (tap, closing, None, closed),
+            ))
+        },
+    );
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// The query of `/v1/tap`: `operator`, `rate`, `key`, `field`.
+fn tap_request(query: &str) -> Result<TapRequest, String> {
+    let mut request = TapRequest::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value)?;
+        match name {
+            "operator" => request.operator = Some(value),
+            "key" => request.key = Some(value),
+            "field" => request.field = Some(value),
+            "rate" => {
+                request.rate = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("`rate` is not a number: {value:?}"))?,
+                )
+            }
+            other => return Err(format!("unknown tap parameter `{other}`")),
+        }
+    }
+    if request.operator.is_none() && request.key.is_none() {
+        return Err("a tap needs an `operator` (OPERATOR or OPERATOR.OUTPUT) or a `key`".into());
+    }
+    Ok(request)
+}
+
+/// `%XX` escapes and `+` of a query value.
+fn percent_decode(value: &str) -> Result<String, String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = value
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad escape in query value {value:?}"))?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| format!("query value {value:?} is not UTF-8"))
 }
 
 async fn checkpoint(State(control): State<Arc<Control>>) -> Response {
@@ -181,4 +358,35 @@ fn answer(outcome: Result<Result<DeployReport, DeployError>, tokio::task::JoinEr
         ),
     };
     (code, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{percent_decode, tap_request};
+
+    #[test]
+    fn tap_queries_are_decoded() {
+        let request = tap_request("key=a%20b%2Bc&field=user.id").unwrap();
+        assert_eq!(request.key.as_deref(), Some("a b+c"));
+        assert_eq!(request.field.as_deref(), Some("user.id"));
+        let request = tap_request("operator=daily.late&rate=2.5").unwrap();
+        assert_eq!(request.operator.as_deref(), Some("daily.late"));
+        assert_eq!(request.rate, Some(2.5));
+        assert_eq!(percent_decode("%E2%82%AC+1").unwrap(), "€ 1");
+    }
+
+    #[test]
+    fn bad_tap_queries_say_what_is_wrong() {
+        assert_eq!(
+            tap_request("rate=fast&operator=x").unwrap_err(),
+            "`rate` is not a number: \"fast\""
+        );
+        assert_eq!(
+            tap_request("colour=red").unwrap_err(),
+            "unknown tap parameter `colour`"
+        );
+        assert!(tap_request("").unwrap_err().contains("needs an `operator`"));
+        assert!(percent_decode("%zz").unwrap_err().contains("bad escape"));
+        assert!(percent_decode("%ff").unwrap_err().contains("not UTF-8"));
+    }
 }

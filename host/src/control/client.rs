@@ -5,7 +5,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
 
-use super::{DeployReport, OperatorStatus, ReplayReport};
+use super::{DeployReport, OperatorStatus, ReplayReport, TapRequest};
 
 /// The admin address the CLI uses when none is given.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9870";
@@ -117,6 +117,53 @@ impl AdminClient {
             .context("cannot read the admin API's answer")
     }
 
+    /// Attaches a tap: what it sees, as JSON lines (`TapEvent`), until the
+    /// pipeline ends. Returns once the tap is attached.
+    ///
+    /// # Errors
+    /// When there is no such operator or the pipeline cannot be reached.
+    pub fn tap(&self, request: &TapRequest) -> Result<impl std::io::BufRead + use<>> {
+        let mut query = Vec::new();
+        let mut add = |name: &str, value: &str| query.push(format!("{name}={}", encode(value)));
+        if let Some(operator) = &request.operator {
+            add("operator", operator);
+        }
+        if let Some(rate) = request.rate {
+            add("rate", &rate.to_string());
+        }
+        if let Some(key) = &request.key {
+            add("key", key);
+        }
+        if let Some(field) = &request.field {
+            add("field", field);
+        }
+        let url = format!("{}?{}", self.url("tap"), query.join("&"));
+        let response = self.agent.get(&url).call();
+        let mut response = response.map_err(|e| {
+            anyhow!(
+                "no running pipeline answers on {} ({e}); give the pipeline `admin = \"{}\"` \
+                 or run it with `weir run --admin {}`",
+                self.address,
+                self.address,
+                self.address
+            )
+        })?;
+        if !response.status().is_success() {
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or(body);
+            bail!("{message}");
+        }
+        let mut reader = std::io::BufReader::new(response.into_body().into_reader());
+        // The server's first line (empty) says the tap is attached.
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut first)
+            .context("the tap ended before it started")?;
+        Ok(reader)
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}/v1/{path}", self.address)
     }
@@ -148,4 +195,17 @@ impl AdminClient {
         }
         serde_json::from_str(&body).context("the admin API answered something unexpected")
     }
+}
+
+/// `value` percent-encoded for a query string.
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }

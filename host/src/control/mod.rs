@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod client;
+mod dashboard;
 mod metrics;
 mod replay;
 pub mod watch;
@@ -71,6 +72,22 @@ pub struct Refusal {
     pub reason: String,
 }
 
+/// What `weir tap` asks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TapRequest {
+    /// `OPERATOR` or `OPERATOR.OUTPUT`: an edge to sample.
+    pub operator: Option<String>,
+    /// Records per second at most on an edge (default 10).
+    pub rate: Option<f64>,
+    /// A key to follow through every operator instead.
+    pub key: Option<String>,
+    /// The field holding the key (default: each operator's `key_by`).
+    pub field: Option<String>,
+}
+
+/// Records per second an edge tap prints when not told.
+pub const DEFAULT_TAP_RATE: f64 = 10.0;
+
 /// One operator, as `weir status` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OperatorStatus {
@@ -127,6 +144,8 @@ pub struct Control {
     checkpoints: Option<Arc<Coordinator>>,
     /// The run's counters at its edges, for `/metrics`.
     run_metrics: Option<Arc<crate::runtime::RunMetrics>>,
+    /// The pipeline's graph and recent dead letters, for the dashboard.
+    view: Option<dashboard::View>,
 }
 
 /// What the control plane knows of one operator.
@@ -178,7 +197,12 @@ struct Versions {
     active: usize,
     previous: Option<usize>,
     last_refusal: Option<Refusal>,
+    /// The latest refusals, oldest first (the dashboard shows them).
+    refusals: Vec<Refusal>,
 }
+
+/// Refusals kept per operator.
+const KEPT_REFUSALS: usize = 20;
 
 struct Version {
     prepared: PreparedOperator,
@@ -227,6 +251,7 @@ impl Control {
                     active: 0,
                     previous: None,
                     last_refusal: None,
+                    refusals: Vec::new(),
                 }),
             })
             .collect();
@@ -236,7 +261,69 @@ impl Control {
             deploy_lock: Mutex::new(()),
             checkpoints,
             run_metrics: None,
+            view: None,
         }
+    }
+
+    /// The same, with what the dashboard shows besides the figures: the
+    /// pipeline's graph and its recent dead letters.
+    pub fn with_view(
+        mut self,
+        pipeline: &crate::config::Pipeline,
+        dead_letters: Arc<crate::runtime::DeadLetters>,
+    ) -> Self {
+        self.view = Some(dashboard::View {
+            topology: dashboard::Topology::of(pipeline),
+            dead_letters,
+        });
+        self
+    }
+
+    /// What the dashboard shows, as of now (the body of each `/events` message).
+    pub fn snapshot(&self) -> serde_json::Value {
+        dashboard::snapshot(self)
+    }
+
+    /// Attaches a tap (`weir tap`); dropping it detaches it.
+    ///
+    /// # Errors
+    /// When the operator does not exist, or a key tap finds no field to
+    /// read the key from.
+    pub fn tap(&self, request: &TapRequest) -> Result<crate::runtime::Tap, DeployError> {
+        let filter = match &request.key {
+            Some(key) => {
+                let default_field = request
+                    .field
+                    .clone()
+                    .or_else(|| self.operators.iter().find_map(|o| o.key_by.clone()))
+                    .ok_or_else(|| {
+                        DeployError::Refused(
+                            "no operator of this pipeline has a `key_by`: say which field \
+                             holds the key with `--field`"
+                                .to_owned(),
+                        )
+                    })?;
+                crate::runtime::TapFilter::Key {
+                    key: key.clone(),
+                    field: request.field.clone(),
+                    default_field,
+                }
+            }
+            None => {
+                let target = request.operator.as_deref().unwrap_or_default();
+                let (id, output) = target.split_once('.').unwrap_or((target, "out"));
+                self.operator(id)?;
+                crate::runtime::TapFilter::Edge {
+                    operator: id.to_owned(),
+                    output: output.to_owned(),
+                    rate: request.rate.unwrap_or(DEFAULT_TAP_RATE).max(0.0),
+                }
+            }
+        };
+        let Some(run) = &self.run_metrics else {
+            return Err(DeployError::Refused("this run has no taps".to_owned()));
+        };
+        Ok(run.taps.attach(filter))
     }
 
     /// The same, showing the run's source and sink counters in `/metrics`.
@@ -426,11 +513,17 @@ impl OperatorControl {
     /// Records and logs a refusal, and returns it as an error.
     fn refuse(&self, origin: &str, reason: String) -> DeployError {
         tracing::warn!(operator = %self.id, "refused a new version ({origin}): {reason}");
-        self.versions().last_refusal = Some(Refusal {
+        let refusal = Refusal {
             at: rfc3339(SystemTime::now()),
             origin: origin.to_owned(),
             reason: reason.clone(),
-        });
+        };
+        let mut versions = self.versions();
+        if versions.refusals.len() == KEPT_REFUSALS {
+            versions.refusals.remove(0);
+        }
+        versions.refusals.push(refusal.clone());
+        versions.last_refusal = Some(refusal);
         DeployError::Refused(reason)
     }
 

@@ -28,6 +28,8 @@ pub struct RunMetrics {
     pub batch_seconds: Latencies,
     /// Seconds spent inside one guest call.
     pub wasm_seconds: Latencies,
+    /// The taps attached to the run (`weir tap`).
+    pub taps: Arc<super::Taps>,
 }
 
 impl Default for RunMetrics {
@@ -38,6 +40,7 @@ impl Default for RunMetrics {
             sources: Mutex::default(),
             batch_seconds: Family::new_with_constructor(latency_histogram),
             wasm_seconds: Family::new_with_constructor(latency_histogram),
+            taps: Arc::default(),
         }
     }
 }
@@ -128,6 +131,11 @@ pub struct OperatorMetrics {
     pub counters: Arc<Mutex<HashMap<String, i64>>>,
     /// Per worker.
     pub workers: Vec<WorkerMetrics>,
+    /// Records emitted per output, over all workers (the edges of the
+    /// dashboard's graph), in the order the outputs were first used.
+    pub outputs: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+    /// The run's taps: one flag a worker checks per batch.
+    pub taps: Arc<super::Taps>,
 }
 
 impl OperatorMetrics {
@@ -151,8 +159,30 @@ impl OperatorMetrics {
             .collect();
         Self {
             workers,
+            taps: Arc::clone(&run.taps),
             ..Self::default()
         }
+    }
+
+    /// The counter of records emitted on `output` (a worker asks once per
+    /// output and keeps it).
+    pub fn output(&self, output: &str) -> Arc<AtomicU64> {
+        let mut outputs = self.outputs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, counter)) = outputs.iter().find(|(name, _)| name == output) {
+            return Arc::clone(counter);
+        }
+        let counter = Arc::new(AtomicU64::new(0));
+        outputs.push((output.to_owned(), Arc::clone(&counter)));
+        counter
+    }
+
+    /// Records emitted on each output so far.
+    pub fn output_records(&self) -> Vec<(String, u64)> {
+        let outputs = self.outputs.lock().unwrap_or_else(|e| e.into_inner());
+        outputs
+            .iter()
+            .map(|(name, n)| (name.clone(), n.load(Ordering::Relaxed)))
+            .collect()
     }
 }
 

@@ -11,10 +11,11 @@ mod pipeline;
 mod route;
 mod state;
 mod swap;
+pub mod tap;
 mod worker;
 
 pub use barrier::Aligner;
-pub use dead_letter::{DeadLetter, DeadLetters};
+pub use dead_letter::{DeadLetter, DeadLetters, RecentDeadLetter};
 pub use failures::{Failures, Verdict};
 pub use keys::{KeyGroups, group_rows, partition_of, row_keys};
 pub use message::{END_OF_TIME, Envelope, Message, NOT_AN_INPUT, RowTimes};
@@ -26,4 +27,5 @@ pub use state::{
     ValueStates, flat_maps,
 };
 pub use swap::{SwapOrder, SwapReply, VersionStats};
+pub use tap::{Tap, TapEvent, TapFilter, Taps};
 pub use worker::{Restored, Worker, WorkerSetup};

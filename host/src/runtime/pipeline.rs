@@ -389,7 +389,8 @@ pub fn start(
     }
     let control = Arc::new(
         Control::new(engine.clone(), controls, checkpoints.clone())
-            .with_run_metrics(Arc::clone(&metrics)),
+            .with_run_metrics(Arc::clone(&metrics))
+            .with_view(pipeline, Arc::clone(&dead_letters)),
     );
     start_clock(
         worker_channels

@@ -7,7 +7,7 @@ use arrow::datatypes::DataType;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc::Receiver;
 
@@ -20,6 +20,7 @@ use super::metrics::{OperatorMetrics, WorkerMetrics};
 use super::route::Route;
 use super::state::{KeyedState, Owner, ValueStates};
 use super::swap::{SwapOrder, SwapReply, VersionStats, migrate_states};
+use super::tap::{TapSite, state_json as tap_state_json};
 use crate::checkpoint::{Coordinator, WorkerEntry, WorkerState, WorkerStateRef, store};
 use crate::codec::row_to_json;
 use crate::config::{FailureAction, Limits};
@@ -103,6 +104,8 @@ pub struct Worker {
     previous_watermark: i64,
     /// Barrier alignment of the inputs.
     aligner: Aligner,
+    /// Records emitted per output (shared with the other workers).
+    output_counts: Vec<(String, Arc<AtomicU64>)>,
 }
 
 /// Timers fired per guest call.
@@ -131,6 +134,7 @@ impl Worker {
             state,
             last_batch_done: None,
             swapped_at: None,
+            output_counts: Vec::new(),
         };
         match restore {
             Restored::Decoded(parts) => {
@@ -294,7 +298,17 @@ impl Worker {
                     w.records_in
                         .fetch_add(message.rows() as u64, Ordering::Relaxed);
                 }
+                // One atomic load per batch while nobody taps.
+                let tapping = self.setup.metrics.taps.is_active();
+                let followed = if tapping {
+                    self.tap_input(&message)
+                } else {
+                    Vec::new()
+                };
                 self.process(&message)?;
+                if !followed.is_empty() {
+                    self.tap_state_after(&followed);
+                }
                 let now = Instant::now();
                 if let Some(w) = self.worker_metrics() {
                     w.batch_seconds
@@ -777,7 +791,10 @@ impl Worker {
         for (row, reason) in &output.rejected {
             self.dead_letter_row(message, *row as usize, reason)?;
         }
+        let tapping = self.setup.metrics.taps.is_active();
         for (name, batch, origins) in output.emitted {
+            self.output_counter(&name)
+                .fetch_add(origins.len() as u64, Ordering::Relaxed);
             self.setup
                 .metrics
                 .records_out
@@ -795,9 +812,72 @@ impl Worker {
                 None if origins.iter().copied().eq(0..message.rows() as u32) => message.clone(),
                 None => message.take(&origins)?,
             };
+            if tapping {
+                let site = self.tap_site();
+                let taps = &self.setup.metrics.taps;
+                taps.output(&site, &name, &message.batch, &derived.batch, &origins);
+            }
             route.send(derived)?;
         }
         Ok(())
+    }
+
+    /// This worker's counter of records emitted on `output`.
+    fn output_counter(&mut self, output: &str) -> &AtomicU64 {
+        let index = match self.output_counts.iter().position(|(n, _)| n == output) {
+            Some(index) => index,
+            None => {
+                let counter = self.setup.metrics.output(output);
+                self.output_counts.push((output.to_owned(), counter));
+                self.output_counts.len() - 1
+            }
+        };
+        &self.output_counts[index].1
+    }
+
+    fn tap_site(&self) -> TapSite<'_> {
+        TapSite {
+            operator: &self.setup.prepared.id,
+            version: self.setup.prepared.version,
+            worker: self.setup.index,
+            key_by: self.setup.key_by.as_deref(),
+        }
+    }
+
+    /// Shows key taps their key's records in `message`, with the key's
+    /// state before them; returns the keys whose state to show after.
+    fn tap_input(&mut self, message: &Message) -> Vec<String> {
+        let taps = Arc::clone(&self.setup.metrics.taps);
+        let site = TapSite {
+            operator: &self.setup.prepared.id,
+            version: self.setup.prepared.version,
+            worker: self.setup.index,
+            key_by: self.setup.key_by.as_deref(),
+        };
+        let stateful = self.instance.kind != StateKind::Stateless;
+        let key_by = self.setup.key_by.as_deref();
+        let state = &mut self.state;
+        let mut followed = Vec::new();
+        taps.input(&site, &message.batch, |key, field| {
+            if !stateful || key_by != Some(field) {
+                return None;
+            }
+            if !followed.iter().any(|k| k == key) {
+                followed.push(key.to_owned());
+            }
+            // The disk store reads a batch's states before its call.
+            state.values.load([key]).ok()?;
+            Some(tap_state_json(state.values.get(key)))
+        });
+        followed
+    }
+
+    fn tap_state_after(&self, keys: &[String]) {
+        let site = self.tap_site();
+        for key in keys {
+            let state = tap_state_json(self.state.values.get(key));
+            self.setup.metrics.taps.state_after(&site, key, state);
+        }
     }
 
     fn dead_letter_timer(&self, time: i64, key: &str, reason: &str) -> Result<()> {
