@@ -4,6 +4,7 @@
 mod bad_input;
 mod conformance;
 mod examples;
+mod graphs;
 mod hot_swap;
 mod metrics;
 mod nats;

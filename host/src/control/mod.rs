@@ -76,6 +76,10 @@ pub struct Refusal {
 pub struct OperatorStatus {
     /// The operator id.
     pub id: String,
+    /// The streams it reads: sources' names, operators' ids, `id.output`
+    /// for side outputs.
+    #[serde(default)]
+    pub inputs: Vec<String>,
     /// The running version's number (1 for the pipeline's own module).
     pub version: u32,
     /// SHA-256 of the running component.
@@ -132,6 +136,7 @@ pub struct Control {
 /// What the control plane knows of one operator.
 pub struct OperatorControl {
     id: String,
+    inputs: Vec<String>,
     config_json: String,
     limits: Limits,
     key_by: Option<String>,
@@ -146,6 +151,8 @@ pub struct OperatorControl {
 pub struct OperatorSetup {
     /// The operator id.
     pub id: String,
+    /// What it reads, as `weir status` names it.
+    pub inputs: Vec<String>,
     /// Its `config` as JSON.
     pub config_json: String,
     /// Limits of each instance.
@@ -209,6 +216,7 @@ impl Control {
             .into_iter()
             .map(|setup| OperatorControl {
                 id: setup.id,
+                inputs: setup.inputs,
                 config_json: setup.config_json,
                 limits: setup.limits,
                 key_by: setup.key_by,
@@ -590,6 +598,7 @@ impl OperatorControl {
         let swapped = versions.active > 0;
         OperatorStatus {
             id: self.id.clone(),
+            inputs: self.inputs.clone(),
             version: active.prepared.version,
             content_hash: active.prepared.content_hash.clone(),
             size: active.prepared.size,
