@@ -17,7 +17,8 @@ pub struct PipelineConfig {
     /// Where records come from; several sources are merged.
     #[serde(rename = "source", default)]
     pub sources: Vec<SourceConfig>,
-    /// The operator chain, applied in order.
+    /// The operators: a chain in file order, or a graph through their `from`
+    /// keys (see [`crate::graph`]).
     #[serde(rename = "operator", default)]
     pub operators: Vec<OperatorConfig>,
     /// Where records go.
@@ -238,6 +239,10 @@ pub enum Format {
 pub struct OperatorConfig {
     /// The operator's id: names it in errors, state and deployments.
     pub id: String,
+    /// The streams it reads (see [`Inputs`]); by default the operator
+    /// before it, or every source for the first one.
+    #[serde(default)]
+    pub from: Option<Inputs>,
     /// An operator project folder, built to a component on demand: a Rust
     /// crate (`Cargo.toml`), a Python app (`app.py`) or a JavaScript module
     /// (`app.js` + `package.json`). `project` is another name for the key.
@@ -409,7 +414,7 @@ pub enum SinkConfig {
     Jsonl {
         /// What the sink receives (see [`SinkConfig::from`]).
         #[serde(default)]
-        from: Option<String>,
+        from: Option<Inputs>,
         /// The file, relative to the pipeline file.
         path: PathBuf,
     },
@@ -417,13 +422,13 @@ pub enum SinkConfig {
     Stdout {
         /// What the sink receives (see [`SinkConfig::from`]).
         #[serde(default)]
-        from: Option<String>,
+        from: Option<Inputs>,
     },
     /// Discards records (benchmarks).
     Blackhole {
         /// What the sink receives (see [`SinkConfig::from`]).
         #[serde(default)]
-        from: Option<String>,
+        from: Option<Inputs>,
     },
     /// A PostgreSQL table, upserted or appended to.
     Postgres(crate::sinks::PostgresSinkConfig),
@@ -436,19 +441,86 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
-    /// What the sink receives: `"<operator>"` or `"<operator>.<output>"`;
-    /// `None` means the main output of the last operator (or the sources when
-    /// there is no operator).
-    pub fn from(&self) -> Option<&str> {
+    /// What the sink receives (see [`Inputs`]); `None` means the main
+    /// output of the last operator (or the sources when there is no
+    /// operator).
+    pub fn from(&self) -> Option<&Inputs> {
         match self {
             SinkConfig::Jsonl { from, .. }
             | SinkConfig::Stdout { from }
-            | SinkConfig::Blackhole { from } => from.as_deref(),
-            SinkConfig::Postgres(config) => config.from.as_deref(),
-            SinkConfig::Parquet(config) => config.from.as_deref(),
-            SinkConfig::Nats(nats) => nats.from.as_deref(),
-            SinkConfig::Kafka(kafka) => kafka.from.as_deref(),
+            | SinkConfig::Blackhole { from } => from.as_ref(),
+            SinkConfig::Postgres(config) => config.from.as_ref(),
+            SinkConfig::Parquet(config) => config.from.as_ref(),
+            SinkConfig::Nats(nats) => nats.from.as_ref(),
+            SinkConfig::Kafka(kafka) => kafka.from.as_ref(),
         }
+    }
+}
+
+/// The `from` key of an operator or sink: one stream name or several. A
+/// name is a source's `name`, an operator's `id` (its main output), or
+/// `id.output` for one of its side outputs.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Inputs {
+    /// `from = "name"`.
+    One(String),
+    /// `from = ["a", "b"]`: the union of the streams.
+    Many(Vec<String>),
+}
+
+impl Inputs {
+    /// The names, in order.
+    pub fn names(&self) -> &[String] {
+        match self {
+            Inputs::One(name) => std::slice::from_ref(name),
+            Inputs::Many(names) => names,
+        }
+    }
+}
+
+/// As a plain string for one name: the checkpoint folder's name hashes the
+/// sinks' debug form, which must not change for pipelines written before
+/// graphs.
+impl std::fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Inputs::One(name) => name.fmt(f),
+            Inputs::Many(names) => names.fmt(f),
+        }
+    }
+}
+
+/// A string or an array of strings; by hand, since a sink's table is read
+/// through serde's buffered internally-tagged enum, where an untagged
+/// enum's messages would be vague.
+impl<'de> Deserialize<'de> for Inputs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Inputs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a stream name or an array of stream names")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Inputs, E> {
+                Ok(Inputs::One(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Inputs, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                if names.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "`from` names no stream; leave it out to read the one before",
+                    ));
+                }
+                Ok(Inputs::Many(names))
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -499,6 +571,8 @@ pub struct Pipeline {
     pub base_dir: PathBuf,
     /// Its content.
     pub config: PipelineConfig,
+    /// What each operator and sink reads, worked out from `config`.
+    pub graph: crate::graph::Graph,
 }
 
 impl Pipeline {
@@ -531,10 +605,11 @@ impl Pipeline {
         } else {
             base_dir
         };
-        let pipeline = Self {
+        let mut pipeline = Self {
             file: file.to_path_buf(),
             base_dir,
             config,
+            graph: crate::graph::Graph::default(),
         };
         pipeline
             .check(text)
@@ -558,7 +633,7 @@ impl Pipeline {
         self.base_dir.join(path)
     }
 
-    fn check(&self, text: &str) -> Result<()> {
+    fn check(&mut self, text: &str) -> Result<()> {
         let c = &self.config;
         let line = |needle: &str| {
             text.lines()
@@ -614,21 +689,8 @@ impl Pipeline {
             if let SinkConfig::Kafka(kafka) = sink {
                 kafka.check()?;
             }
-            if let Some(from) = sink.from() {
-                let op = from.split('.').next().unwrap_or_default();
-                if !ids.contains(op) {
-                    bail!(
-                        "{}field `from`: `{from}` names no operator (known: {})",
-                        line(&format!("\"{from}\"")),
-                        c.operators
-                            .iter()
-                            .map(|o| format!("`{}`", o.id))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                }
-            }
         }
+        self.graph = crate::graph::Graph::build(c, text)?;
         Ok(())
     }
 
@@ -712,7 +774,7 @@ impl Pipeline {
             )
         })?;
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        let from = sink.from().map(str::to_owned);
+        let from = sink.from().cloned();
         *sink = if output.to_str() == Some("-") {
             SinkConfig::Stdout { from }
         } else {

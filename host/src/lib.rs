@@ -25,6 +25,7 @@ pub mod config;
 pub mod control;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod graph;
 pub mod operators;
 pub mod runtime;
 pub mod scaffold;

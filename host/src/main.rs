@@ -617,14 +617,15 @@ fn tap_line(event: &serde_json::Value) -> String {
 fn status_table(operators: &[OperatorStatus]) -> String {
     let mut rows = vec![
         [
-            "OPERATOR", "VERSION", "STATE", "HASH", "DEPLOYED", "ORIGIN", "IN", "OUT", "KEYS",
-            "FAILURES",
+            "OPERATOR", "FROM", "VERSION", "STATE", "HASH", "DEPLOYED", "ORIGIN", "IN", "OUT",
+            "KEYS", "FAILURES",
         ]
         .map(str::to_owned),
     ];
     for op in operators {
         rows.push([
             op.id.clone(),
+            op.inputs.join(","),
             op.version.to_string(),
             op.state_version.to_string(),
             op.content_hash.chars().take(12).collect(),

@@ -219,3 +219,26 @@ fn sales_by_product_totals_are_exact_for_any_parallelism() {
         assert_eq!(read_jsonl(&dead).len(), bad, "parallelism {parallelism}");
     }
 }
+
+#[test]
+fn order_fanout_matches_its_expected_outputs() {
+    // Run in a copy, so the example's own `out` folder is left alone.
+    let example = repo().join("examples/order-fanout");
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(example.join("pipeline.toml"))
+        .unwrap()
+        .replace(
+            "crate = \"../",
+            &format!("crate = \"{}/", s(&repo().join("examples"))),
+        );
+    std::fs::write(dir.path().join("pipeline.toml"), text).unwrap();
+    std::fs::copy(example.join("input.jsonl"), dir.path().join("input.jsonl")).unwrap();
+    run_ok(&["run", s(&dir.path().join("pipeline.toml"))]);
+    for name in ["warehouse", "sales", "archive", "dead-letter"] {
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(format!("out/{name}.jsonl"))).unwrap(),
+            std::fs::read_to_string(example.join(format!("expected-{name}.jsonl"))).unwrap(),
+            "{name}"
+        );
+    }
+}

@@ -5,6 +5,7 @@ mod bad_input;
 mod conformance;
 mod dashboard;
 mod examples;
+mod graphs;
 mod hot_swap;
 mod kafka;
 mod metrics;

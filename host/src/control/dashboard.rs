@@ -63,45 +63,33 @@ impl Topology {
         let config = &pipeline.config;
         let sources: Vec<String> = config.sources.iter().map(|s| s.name()).collect();
         let sinks = config.sinks.iter().map(sink_label).collect();
+        let operator = |index: usize| format!("operator:{}", config.operators[index].id);
+        let edge = |input: &crate::graph::Input, to: String| match &input.stream {
+            crate::graph::Stream::Source(index) => Edge {
+                from: format!("source:{index}"),
+                to,
+                output: None,
+            },
+            crate::graph::Stream::Output {
+                operator: index,
+                output,
+            } => Edge {
+                from: operator(*index),
+                to,
+                output: Some(output.clone()),
+            },
+        };
+        let graph = &pipeline.graph;
         let mut edges = Vec::new();
-        let operator = |id: &str| format!("operator:{id}");
-        for index in 0..sources.len() {
-            match config.operators.first() {
-                Some(first) => edges.push(Edge {
-                    from: format!("source:{index}"),
-                    to: operator(&first.id),
-                    output: None,
-                }),
-                None => {
-                    for sink in 0..config.sinks.len() {
-                        edges.push(Edge {
-                            from: format!("source:{index}"),
-                            to: format!("sink:{sink}"),
-                            output: None,
-                        });
-                    }
-                }
-            }
+        for (index, inputs) in graph.operators.iter().enumerate() {
+            edges.extend(inputs.iter().map(|input| edge(input, operator(index))));
         }
-        for pair in config.operators.windows(2) {
-            edges.push(Edge {
-                from: operator(&pair[0].id),
-                to: operator(&pair[1].id),
-                output: Some("out".to_owned()),
-            });
-        }
-        if let Some(last) = config.operators.last() {
-            for (index, sink) in config.sinks.iter().enumerate() {
-                let (id, output) = match sink.from() {
-                    Some(from) => from.split_once('.').unwrap_or((from, "out")),
-                    None => (last.id.as_str(), "out"),
-                };
-                edges.push(Edge {
-                    from: operator(id),
-                    to: format!("sink:{index}"),
-                    output: Some(output.to_owned()),
-                });
-            }
+        for (index, inputs) in graph.sinks.iter().enumerate() {
+            edges.extend(
+                inputs
+                    .iter()
+                    .map(|input| edge(input, format!("sink:{index}"))),
+            );
         }
         Self {
             sources,
@@ -120,8 +108,7 @@ fn sink_label(sink: &SinkConfig) -> String {
         SinkConfig::Postgres(config) => config.describe(),
         SinkConfig::Parquet(config) => format!("parquet {}", relative(&config.path)),
         SinkConfig::Nats(config) => format!("nats {}", config.subject),
-        #[allow(unreachable_patterns)] // a connector added later
-        _ => "sink".to_owned(),
+        SinkConfig::Kafka(config) => format!("kafka {}", config.topic),
     }
 }
 

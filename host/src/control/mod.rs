@@ -93,6 +93,10 @@ pub const DEFAULT_TAP_RATE: f64 = 10.0;
 pub struct OperatorStatus {
     /// The operator id.
     pub id: String,
+    /// The streams it reads: sources' names, operators' ids, `id.output`
+    /// for side outputs.
+    #[serde(default)]
+    pub inputs: Vec<String>,
     /// The running version's number (1 for the pipeline's own module).
     pub version: u32,
     /// SHA-256 of the running component.
@@ -151,6 +155,7 @@ pub struct Control {
 /// What the control plane knows of one operator.
 pub struct OperatorControl {
     id: String,
+    inputs: Vec<String>,
     config_json: String,
     limits: Limits,
     key_by: Option<String>,
@@ -165,6 +170,8 @@ pub struct OperatorControl {
 pub struct OperatorSetup {
     /// The operator id.
     pub id: String,
+    /// What it reads, as `weir status` names it.
+    pub inputs: Vec<String>,
     /// Its `config` as JSON.
     pub config_json: String,
     /// Limits of each instance.
@@ -233,6 +240,7 @@ impl Control {
             .into_iter()
             .map(|setup| OperatorControl {
                 id: setup.id,
+                inputs: setup.inputs,
                 config_json: setup.config_json,
                 limits: setup.limits,
                 key_by: setup.key_by,
@@ -683,6 +691,7 @@ impl OperatorControl {
         let swapped = versions.active > 0;
         OperatorStatus {
             id: self.id.clone(),
+            inputs: self.inputs.clone(),
             version: active.prepared.version,
             content_hash: active.prepared.content_hash.clone(),
             size: active.prepared.size,

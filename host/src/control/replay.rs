@@ -76,7 +76,7 @@ impl Control {
             )));
         };
         let mut route = Route::default();
-        route.to_workers(senders, operator.key_by.clone());
+        route.to_workers(senders, operator.key_by.clone(), 0);
         for (source, entries) in by_source {
             let (batch, lines, bad) =
                 decode_json_lines(entries.iter().map(|(line, raw)| (*line, raw.as_str())));

@@ -17,8 +17,9 @@ use super::state::Owner;
 use super::swap::VersionStats;
 use super::worker::{Restored, Worker, WorkerSetup};
 use crate::checkpoint::{self, Checkpointing, Coordinator, Expected};
-use crate::config::{OperatorConfig, Pipeline};
+use crate::config::Pipeline;
 use crate::control::{Control, OperatorSetup};
+use crate::graph::{Graph, Reader, Stream};
 use crate::sources::{self, EventClock, SourceContext};
 use crate::wasm::{PreparedOperator, WasmEngine};
 
@@ -65,22 +66,6 @@ impl std::fmt::Display for RunSummary {
             secs,
             super::human(self.records_in as f64 / secs.max(1e-9))
         )
-    }
-}
-
-/// Does sink `from` (its `from` key) take output `output` of operator `index`?
-fn sink_takes(
-    from: Option<&str>,
-    operators: &[OperatorConfig],
-    index: usize,
-    output: &str,
-) -> bool {
-    match from {
-        None => output == "out" && index + 1 == operators.len(),
-        Some(from) => {
-            let (op, out) = from.split_once('.').unwrap_or((from, "out"));
-            op == operators[index].id && out == output
-        }
     }
 }
 
@@ -211,7 +196,7 @@ pub fn start(
     for (index, sink) in config.sinks.iter().enumerate() {
         let setup = crate::sinks::SinkSetup {
             index,
-            inputs: sink_inputs(pipeline, sink.from()),
+            inputs: pipeline.graph.senders(Reader::Sink(index)),
             checkpoints: checkpoints.clone(),
             restore: restore.as_ref().map(|r| {
                 let bytes = r.manifest.sinks.get(index).map_or(0, |s| s.bytes);
@@ -222,11 +207,11 @@ pub fn start(
             metrics: Arc::clone(&metrics),
         };
         let (sender, handle) = crate::sinks::spawn(sink, pipeline, setup)?;
-        sink_senders.push((sink.from().map(str::to_owned), sender));
+        sink_senders.push(sender);
         sink_handles.push(handle);
     }
     if let Some(c) = &checkpoints {
-        c.set_sinks(sink_senders.iter().map(|(_, s)| s.downgrade()).collect());
+        c.set_sinks(sink_senders.iter().map(|s| s.downgrade()).collect());
     }
 
     // Disk state: a working store per run, under the pipeline's `.weir`.
@@ -258,33 +243,40 @@ pub fn start(
         .iter_mut()
         .map(|(_, receivers)| std::mem::take(receivers))
         .collect();
-    for (index, (op, prepared)) in config.operators.iter().zip(&prepared).enumerate() {
-        let mut outputs: HashMap<String, Route> = HashMap::new();
-        let main = outputs.entry("out".to_owned()).or_default();
-        if let Some((next_senders, _)) = worker_channels.get(index + 1) {
-            main.to_workers(
-                next_senders.clone(),
-                config.operators[index + 1].key_by.clone(),
-            );
-        }
-        for (from, sender) in &sink_senders {
-            let output = match from.as_deref().and_then(|f| f.split_once('.')) {
-                Some((_, output)) => output.to_owned(),
-                None => "out".to_owned(),
-            };
-            if sink_takes(from.as_deref(), &config.operators, index, &output) {
-                outputs.entry(output).or_default().to_sink(sender.clone());
+    // Where a stream goes: every operator and sink that reads it.
+    let route_of = |stream: &Stream| {
+        let mut route = Route::default();
+        for (reader, input) in pipeline.graph.readers(stream) {
+            match reader {
+                Reader::Operator(i) => route.to_workers(
+                    worker_channels[i].0.clone(),
+                    config.operators[i].key_by.clone(),
+                    input.senders.start,
+                ),
+                Reader::Sink(i) => route.to_sink(sink_senders[i].clone(), input.senders.start),
             }
         }
+        route
+    };
+    for (index, (op, prepared)) in config.operators.iter().zip(&prepared).enumerate() {
+        let outputs: HashMap<String, Route> = pipeline
+            .graph
+            .outputs_read(index)
+            .into_iter()
+            .map(|output| {
+                let route = route_of(&Stream::Output {
+                    operator: index,
+                    output: output.clone(),
+                });
+                (output, route)
+            })
+            .collect();
         let config_json = serde_json::to_string(&op.config.clone().unwrap_or_default())
             .context("operator config is not representable as JSON")?;
         let stats = Arc::new(VersionStats::default());
         let failures = Arc::new(Failures::new(op.on_failure.clone()));
         let mut state_version = 0;
-        let inputs = match index {
-            0 => config.sources.len(),
-            _ => config.operators[index - 1].parallelism,
-        };
+        let inputs = pipeline.graph.senders(Reader::Operator(index));
         let mut restored: Vec<Restored> = match restore.as_ref() {
             // A disk store loads the files itself, entry by entry: worker i
             // takes saved worker i's file when the parallelism is the same
@@ -372,6 +364,10 @@ pub fn start(
         }
         controls.push(OperatorSetup {
             id: op.id.clone(),
+            inputs: pipeline.graph.operators[index]
+                .iter()
+                .map(|input| Graph::describe(config, &input.stream))
+                .collect(),
             config_json,
             limits: op.limits.clone(),
             key_by: op.key_by.clone(),
@@ -399,33 +395,24 @@ pub fn start(
             .collect(),
     );
 
-    // The sources feed the first operator, or the sinks when there is none.
-    let mut source_route = Route::default();
-    match worker_channels.first() {
-        Some((senders, _)) => {
-            source_route.to_workers(senders.clone(), config.operators[0].key_by.clone())
-        }
-        None => {
-            for (_, sender) in &sink_senders {
-                source_route.to_sink(sender.clone());
-            }
-        }
-    }
+    // Each source feeds what reads it; a source is one sender (number 0 of
+    // its stream).
+    let source_routes: Vec<Route> = (0..config.sources.len())
+        .map(|input| route_of(&Stream::Source(input)).from_input(0))
+        .collect();
     drop(worker_channels);
     drop(sink_senders);
 
     let started = Instant::now();
     let progress = Progress::start(Arc::clone(&metrics));
     let mut source_handles = Vec::new();
-    for (input, source) in config.sources.iter().enumerate() {
+    for ((input, source), route) in config.sources.iter().enumerate().zip(source_routes) {
         let figures = metrics.source(&source.name());
         let context = SourceContext {
             name: source.name().into(),
             input,
             batch_size,
-            route: source_route
-                .from_input(input)
-                .counting_blocked(Arc::clone(&figures.blocked_ns)),
+            route: route.counting_blocked(Arc::clone(&figures.blocked_ns)),
             dead_letters: Arc::clone(&dead_letters),
             metrics: Arc::clone(&metrics),
             figures: Arc::clone(&figures),
@@ -447,7 +434,6 @@ pub fn start(
         };
         source_handles.push(sources::spawn(source, pipeline, context)?);
     }
-    drop(source_route);
     if let Some(c) = &checkpoints {
         c.spawn();
     }
@@ -498,22 +484,6 @@ fn expected(pipeline: &Pipeline) -> Expected {
             })
             .collect(),
     }
-}
-
-/// How many upstream senders feed a sink taking `from`: the workers of that
-/// operator, or the sources when there is no operator.
-fn sink_inputs(pipeline: &Pipeline, from: Option<&str>) -> usize {
-    let operators = &pipeline.config.operators;
-    if operators.is_empty() {
-        return pipeline.config.sources.len();
-    }
-    let output = from
-        .and_then(|f| f.split_once('.'))
-        .map_or("out", |(_, output)| output);
-    (0..operators.len())
-        .filter(|&i| sink_takes(from, operators, i, output))
-        .map(|i| operators[i].parallelism)
-        .sum()
 }
 
 /// How often workers hear the wall clock, for processing-time timers.

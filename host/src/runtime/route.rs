@@ -1,5 +1,10 @@
-//! Where a stream of records goes next: the workers of the next operator
-//! (hash-partitioned by its key, or spread round-robin), and sinks.
+//! Where a stream of records goes next: the workers of each operator reading
+//! it (hash-partitioned by its key, or spread round-robin), and sinks.
+//!
+//! A reader numbers its upstream senders across all the streams it reads
+//! (see [`crate::graph`]): each destination adds its own offset to the
+//! sender's number, so one stream can feed several readers, each of which
+//! knows which input, and which stream, an envelope came from.
 
 use anyhow::{Result, anyhow};
 use std::sync::Arc;
@@ -37,7 +42,14 @@ impl Default for Route {
 }
 
 #[derive(Clone)]
-enum Target {
+struct Target {
+    /// The input number of this stream's first sender at the destination.
+    base: usize,
+    to: To,
+}
+
+#[derive(Clone)]
+enum To {
     Workers {
         senders: Vec<Sender<Envelope>>,
         key_by: Option<String>,
@@ -47,12 +59,21 @@ enum Target {
 }
 
 impl Route {
-    /// Adds the workers of an operator.
-    pub fn to_workers(&mut self, senders: Vec<Sender<Envelope>>, key_by: Option<String>) {
-        self.targets.push(Target::Workers {
-            senders,
-            key_by,
-            next: Arc::new(AtomicUsize::new(0)),
+    /// Adds the workers of an operator, where this stream's senders are
+    /// inputs `base`, `base + 1`, ….
+    pub fn to_workers(
+        &mut self,
+        senders: Vec<Sender<Envelope>>,
+        key_by: Option<String>,
+        base: usize,
+    ) {
+        self.targets.push(Target {
+            base,
+            to: To::Workers {
+                senders,
+                key_by,
+                next: Arc::new(AtomicUsize::new(0)),
+            },
         });
     }
 
@@ -72,9 +93,12 @@ impl Route {
         self
     }
 
-    /// Adds a sink.
-    pub fn to_sink(&mut self, sender: Sender<Envelope>) {
-        self.targets.push(Target::Sink(sender));
+    /// Adds a sink, where this stream's senders are inputs `base`, ….
+    pub fn to_sink(&mut self, sender: Sender<Envelope>, base: usize) {
+        self.targets.push(Target {
+            base,
+            to: To::Sink(sender),
+        });
     }
 
     /// Whether anything receives this stream.
@@ -102,13 +126,13 @@ impl Route {
 }
 
 impl Route {
-    /// Tells every stage downstream that input `input` (this sender) has
-    /// reached event time `time`.
+    /// Tells every stage downstream that this sender has reached event
+    /// time `time`.
     ///
     /// # Errors
     /// When a destination has stopped.
-    pub fn send_watermark(&self, input: usize, time: i64) -> Result<()> {
-        self.broadcast(|| Envelope::Watermark { input, time })
+    pub fn send_watermark(&self, time: i64) -> Result<()> {
+        self.broadcast(|input| Envelope::Watermark { input, time })
     }
 
     /// Tells every stage downstream that this sender has sent everything
@@ -117,26 +141,30 @@ impl Route {
     /// # Errors
     /// When a destination has stopped.
     pub fn send_barrier(&self, checkpoint: u64) -> Result<()> {
-        let input = self.from;
-        self.broadcast(|| Envelope::Barrier { input, checkpoint })
+        self.broadcast(|input| Envelope::Barrier { input, checkpoint })
     }
 
-    /// Tells every stage downstream that input `input` went idle.
+    /// Tells every stage downstream that this sender went idle.
     ///
     /// # Errors
     /// When a destination has stopped.
-    pub fn send_idle(&self, input: usize) -> Result<()> {
-        self.broadcast(|| Envelope::Idle { input })
+    pub fn send_idle(&self) -> Result<()> {
+        self.broadcast(|input| Envelope::Idle { input })
     }
 
-    fn broadcast(&self, envelope: impl Fn() -> Envelope) -> Result<()> {
+    /// Sends `envelope(input)` to every destination, with this sender's
+    /// input number there.
+    fn broadcast(&self, envelope: impl Fn(usize) -> Envelope) -> Result<()> {
         for target in &self.targets {
-            let senders = match target {
-                Target::Workers { senders, .. } => senders.as_slice(),
-                Target::Sink(sender) => std::slice::from_ref(sender),
+            let senders = match &target.to {
+                To::Workers { senders, .. } => senders.as_slice(),
+                To::Sink(sender) => std::slice::from_ref(sender),
             };
+            let input = target.input(self.from);
             for sender in senders {
-                sender.blocking_send(envelope()).map_err(|_| stopped())?;
+                sender
+                    .blocking_send(envelope(input))
+                    .map_err(|_| stopped())?;
             }
         }
         Ok(())
@@ -165,10 +193,19 @@ fn push(sender: &Sender<Envelope>, envelope: Envelope, blocked: Option<&AtomicU6
 }
 
 impl Target {
-    fn send(&self, input: usize, message: Message, blocked: Option<&AtomicU64>) -> Result<()> {
-        match self {
-            Target::Sink(sender) => push(sender, Envelope::Batch { input, message }, blocked),
-            Target::Workers {
+    /// The input number at this destination of upstream sender `from`.
+    fn input(&self, from: usize) -> usize {
+        match from {
+            NOT_AN_INPUT => NOT_AN_INPUT,
+            from => self.base + from,
+        }
+    }
+
+    fn send(&self, from: usize, message: Message, blocked: Option<&AtomicU64>) -> Result<()> {
+        let input = self.input(from);
+        match &self.to {
+            To::Sink(sender) => push(sender, Envelope::Batch { input, message }, blocked),
+            To::Workers {
                 senders,
                 key_by,
                 next,

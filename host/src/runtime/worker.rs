@@ -424,7 +424,7 @@ impl Worker {
         // operators downstream hear that this worker is idle too.
         let Some(watermark) = active else {
             for route in self.setup.outputs.values() {
-                route.send_idle(self.setup.index)?;
+                route.send_idle()?;
             }
             return Ok(());
         };
@@ -439,7 +439,7 @@ impl Worker {
         self.instance.set_watermark(watermark);
         self.fire_timers(TimeDomain::EventTime, watermark)?;
         for route in self.setup.outputs.values() {
-            route.send_watermark(self.setup.index, watermark)?;
+            route.send_watermark(watermark)?;
         }
         Ok(())
     }

@@ -40,7 +40,7 @@ use crate::sources::kafka::QuietLogs;
 pub struct KafkaSinkConfig {
     /// What the sink receives (see [`crate::config::SinkConfig::from`]).
     #[serde(default)]
-    pub from: Option<String>,
+    pub from: Option<crate::config::Inputs>,
     /// `host:port[,host:port...]` of the cluster.
     pub bootstrap_servers: String,
     /// The topic written; it must exist.

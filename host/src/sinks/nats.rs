@@ -43,7 +43,7 @@ use crate::sources::nats::{NatsServer, connect, runtime};
 pub struct NatsSinkConfig {
     /// What the sink receives (see [`crate::config::SinkConfig::from`]).
     #[serde(default)]
-    pub from: Option<String>,
+    pub from: Option<crate::config::Inputs>,
     /// The server, e.g. `nats://127.0.0.1:4222`.
     pub url: String,
     /// The JetStream stream the subject belongs to (checked at the start).

@@ -45,7 +45,7 @@ use crate::runtime::Message;
 pub struct ParquetSinkConfig {
     /// What the sink receives (see [`crate::config::SinkConfig::from`]).
     #[serde(default)]
-    pub from: Option<String>,
+    pub from: Option<crate::config::Inputs>,
     /// The folder, relative to the pipeline file.
     pub path: PathBuf,
     /// The field whose value names each record's subfolder, if any.

@@ -71,7 +71,7 @@ use crate::runtime::{DeadLetter, DeadLetters, Message};
 pub struct PostgresSinkConfig {
     /// What the sink receives (see [`crate::config::SinkConfig::from`]).
     #[serde(default)]
-    pub from: Option<String>,
+    pub from: Option<crate::config::Inputs>,
     /// The server's host name or address (default `127.0.0.1`).
     #[serde(default = "default_host")]
     pub host: String,

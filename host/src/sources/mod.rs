@@ -109,7 +109,7 @@ fn watch_idleness(input: usize, timeout: Duration, route: Route, activity: Arc<A
                 let last = activity.last_batch_ms.load(Ordering::Relaxed);
                 let quiet = activity.now_ms().saturating_sub(last) >= timeout_ms;
                 if quiet && idle_since != Some(last) {
-                    if route.send_idle(input).is_err() {
+                    if route.send_idle().is_err() {
                         return;
                     }
                     idle_since = Some(last);
@@ -217,7 +217,7 @@ impl SourceContext {
         match clock.advance() {
             Some(watermark) => {
                 self.figures.watermark.store(watermark, Ordering::Relaxed);
-                self.route.send_watermark(self.input, watermark)
+                self.route.send_watermark(watermark)
             }
             None => Ok(()),
         }
@@ -237,7 +237,7 @@ impl SourceContext {
             .as_mut()
             .and_then(EventClock::advance);
         match watermark {
-            Some(watermark) => self.route.send_watermark(self.input, watermark),
+            Some(watermark) => self.route.send_watermark(watermark),
             None => Ok(()),
         }
     }
@@ -383,7 +383,7 @@ fn finish(
     if let Some(checkpoints) = &context.checkpoints {
         checkpoints.source_finished(context.input, context.state(position));
     }
-    context.route.send_watermark(context.input, END_OF_TIME)
+    context.route.send_watermark(END_OF_TIME)
 }
 
 /// Event time of the first generated Nexmark event (2023-11-14T22:13:20Z).
