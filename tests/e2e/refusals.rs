@@ -85,12 +85,13 @@ fn pipeline_errors_name_the_file_line_and_field() {
 
     std::fs::write(
         &file,
-        "[[source]]\ntype = \"kafka\"\n\n[[sink]]\ntype = \"stdout\"\n",
+        "[[source]]\ntype = \"kafak\"\n\n[[sink]]\ntype = \"stdout\"\n",
     )
     .unwrap();
     let err = run_err(&["check", s(&file)]);
     assert!(err.contains("line 1") || err.contains("line 2"), "{err}");
-    assert!(err.contains("kafka"), "{err}");
+    assert!(err.contains("kafak"), "{err}");
+    assert!(err.contains("kafka"), "the known types are listed: {err}");
 }
 
 #[test]
