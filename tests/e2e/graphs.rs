@@ -513,6 +513,7 @@ fn a_diamond_killed_after_a_checkpoint_resumes_to_the_uninterrupted_output() {
 
     for attempt in 0..5 {
         let job = Job::new(&pipeline, &[("orders.jsonl", &text)]);
+        crate::support::pace_sources(&job.pipeline(), 3);
         let Some(log) = kill_after_a_checkpoint(&job) else {
             eprintln!("attempt {attempt}: the run ended before the kill; again");
             continue;

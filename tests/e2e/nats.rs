@@ -349,8 +349,10 @@ fn a_nats_source_resumes_at_its_checkpointed_sequence() {
     let payloads = orders(2, 40_000);
     nats.publish(&in_subject, &payloads);
     let consumer = nats.name("reader");
+    // Paced to 3 s a run, so the run can be killed mid-way on any machine.
     let (dir, pipeline) = folder(&format!(
-        "batch_size = 100\n{}[[sink]]\ntype = \"jsonl\"\npath = \"out/orders.jsonl\"\n",
+        "batch_size = 100\n{}records_per_second = 13000\n\
+         [[sink]]\ntype = \"jsonl\"\npath = \"out/orders.jsonl\"\n",
         source(&url, &input, &consumer)
     ));
     let mut rng = Rng::new(3);

@@ -678,6 +678,8 @@ fn connections_cut_inside_a_transaction_lose_and_duplicate_nothing() {
         Some(proxy.port),
         &format!("application_name = \"{application}\"\n"),
     );
+    // Paced, so the run is still going when its connections are cut.
+    crate::support::pace_sources(&sales.pipeline(), 5);
     let mut child = sales.start();
     let log = collect_stderr(&mut child);
 
