@@ -681,6 +681,14 @@ impl Pipeline {
             }
         }
         for source in &c.sources {
+            if source.records_per_second() == Some(0) {
+                bail!(
+                    "{}field `records_per_second` of source `{}` must be at least 1 \
+                     (leave it out to read at full speed)",
+                    line("records_per_second"),
+                    source.name()
+                );
+            }
             if let SourceConfig::Kafka(kafka) = source {
                 kafka.check()?;
             }
@@ -874,4 +882,26 @@ pub fn check_admin_address(address: std::net::SocketAddr) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pace_of_zero_is_refused_with_its_line() {
+        let text = "[[source]]\ntype = \"jsonl\"\npath = \"in.jsonl\"\n\
+                    records_per_second = 0\n\n[[sink]]\ntype = \"stdout\"\n";
+        let err = Pipeline::parse(text, Path::new("p.toml"))
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
+        assert!(err.contains("line 4"), "{err}");
+        assert!(
+            err.contains("`records_per_second` of source `jsonl`"),
+            "{err}"
+        );
+        let paced = text.replace("= 0", "= 5");
+        assert!(Pipeline::parse(&paced, Path::new("p.toml")).is_ok());
+    }
 }
